@@ -1,0 +1,4 @@
+package main
+
+func runInit(env *cliEnv) int                 { return notYet(env, "appliance init") }
+func runModprobe(env *cliEnv, _ []string) int { return notYet(env, "modprobe") }

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what `make test` needs from Debian's packages. Idempotent: a machine
+# that already has everything spends no time here beyond a dpkg query.
+set -euo pipefail
+need=(qemu-system-x86 qemu-system-arm mtools dosfstools iproute2 xz-utils rpm)
+missing=()
+for p in "${need[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "installing: ${missing[*]}"
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
