@@ -1,0 +1,365 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// peer is one thing clients are measured through: the address they dial and
+// the process whose CPU time is charged to it (pid 0: nothing, i.e. direct).
+type peer struct {
+	name string
+	addr string
+	pid  int
+	stop func()
+}
+
+// child is a process the run started; stop ends it by its own pid.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  *bytes.Buffer
+}
+
+func startChild(name string, args []string, env []string) (*child, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var log bytes.Buffer
+	cmd.Stdout = &limitedWriter{w: &log, n: 64 << 10}
+	cmd.Stderr = cmd.Stdout
+	// A benchmark killed half-way must not leave relays listening.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", name, err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{}), log: &log}
+	go func() {
+		cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+func (c *child) pid() int { return c.cmd.Process.Pid }
+
+func (c *child) exited() bool {
+	select {
+	case <-c.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (c *child) stop() {
+	if c.exited() {
+		return
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(5 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.done
+	}
+}
+
+// output returns the tail of what the child printed, for error messages.
+func (c *child) output() string {
+	s := strings.TrimSpace(c.log.String())
+	if len(s) > 800 {
+		s = "..." + s[len(s)-800:]
+	}
+	return s
+}
+
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		q := p
+		if len(q) > l.n {
+			q = q[:l.n]
+		}
+		l.w.Write(q)
+		l.n -= len(q)
+	}
+	return len(p), nil
+}
+
+// waitListening polls until addr accepts a connection, the child exits, or
+// the timeout passes.
+func waitListening(c *child, addr string, timeout time.Duration) error {
+	end := time.Now().Add(timeout)
+	for {
+		conn, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			conn.Close()
+			return nil
+		}
+		if c.exited() {
+			return fmt.Errorf("exited before listening on %s: %s", addr, c.output())
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("not listening on %s after %v: %w", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free loopback port: %w", err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// freeRange finds n consecutive free ports below the ephemeral range, so
+// outgoing connections never take them while the Connector is not yet
+// listening.
+func freeRange(n int) (int, error) {
+	for range 50 {
+		base := 20000 + rand.IntN(10000)
+		ok := true
+		for p := base; p < base+n && ok; p++ {
+			ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			ln.Close()
+		}
+		if ok {
+			return base, nil
+		}
+	}
+	return 0, errors.New("no free range of ports found between 20000 and 30000")
+}
+
+// startProxy starts a relay child that listens on port and waits until it
+// accepts.
+func startProxy(name, bin string, port int, args []string) (peer, error) {
+	c, err := startChild(bin, args, nil)
+	if err != nil {
+		return peer{}, err
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	if err := waitListening(c, addr, 10*time.Second); err != nil {
+		c.stop()
+		return peer{}, fmt.Errorf("%s %w", name, err)
+	}
+	return peer{name: name, addr: addr, pid: c.pid(), stop: c.stop}, nil
+}
+
+func startSplice(self, target string) (peer, error) {
+	port, err := freePort()
+	if err != nil {
+		return peer{}, err
+	}
+	return startProxy("splice", self, port, []string{"relay", "-listen", "127.0.0.1:" + strconv.Itoa(port), "-to", target})
+}
+
+func startSocat(target string) (peer, error) {
+	bin, err := exec.LookPath("socat")
+	if err != nil {
+		return peer{}, fmt.Errorf("socat is not installed (scripts/install-bench-deps.sh installs it): %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return peer{}, err
+	}
+	return startProxy("socat", bin, port, []string{fmt.Sprintf("TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork", port), "TCP:" + target})
+}
+
+func startHAProxy(dir, target string) (peer, error) {
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		return peer{}, fmt.Errorf("haproxy is not installed (scripts/install-bench-deps.sh installs it): %w", err)
+	}
+	port, err := freePort()
+	if err != nil {
+		return peer{}, err
+	}
+	// Plain layer-4 relaying, as a user would put it in front of a service;
+	// timeouts generous enough that none fires mid-measurement.
+	text := fmt.Sprintf(`global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend bench
+    bind 127.0.0.1:%d
+    default_backend far
+backend far
+    server far %s
+`, port, target)
+	cfg := filepath.Join(dir, "haproxy.cfg")
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		return peer{}, fmt.Errorf("writing haproxy's config: %w", err)
+	}
+	return startProxy("haproxy", bin, port, []string{"-db", "-f", cfg})
+}
+
+// connector is a running Connector daemon in dev mode.
+type connector struct {
+	*child
+	api  string // base URL of the control API
+	http *http.Client
+}
+
+func startConnector(bin, dir string) (*connector, error) {
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("the Connector binary %s is missing (make out/iofog-connector builds it): %w", bin, err)
+	}
+	base, err := freeRange(12)
+	if err != nil {
+		return nil, err
+	}
+	apiPort, broker := base, base+1
+	cfg := map[string]any{
+		"ports":   []string{fmt.Sprintf("%d-%d", base+2, base+11)},
+		"exclude": []string{},
+		"broker":  broker,
+		"address": "127.0.0.1",
+		"dev":     true,
+		"api":     map[string]any{"http_port": apiPort},
+	}
+	text, _ := json.Marshal(cfg)
+	cfgPath := filepath.Join(dir, "iofog-connector.conf")
+	if err := os.WriteFile(cfgPath, text, 0o644); err != nil {
+		return nil, fmt.Errorf("writing the Connector's config: %w", err)
+	}
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o755); err != nil {
+		return nil, fmt.Errorf("making the Connector's state directory: %w", err)
+	}
+	c, err := startChild(bin, []string{"run", "--config", cfgPath, "--state-dir", state}, nil)
+	if err != nil {
+		return nil, err
+	}
+	k := &connector{child: c, api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), http: &http.Client{Timeout: 10 * time.Second}}
+	end := time.Now().Add(15 * time.Second)
+	for {
+		body, err := k.post("/api/v2/status", url.Values{"mappingid": {"all"}})
+		if err == nil && strings.Contains(body, `"status":"running"`) {
+			return k, nil
+		}
+		if c.exited() {
+			return nil, fmt.Errorf("the Connector exited at start-up: %s", c.output())
+		}
+		if time.Now().After(end) {
+			c.stop()
+			return nil, fmt.Errorf("the Connector's API at %s did not report running within 15s (last: %v %s); its output: %s", k.api, err, body, c.output())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (k *connector) post(path string, form url.Values) (string, error) {
+	resp, err := k.http.PostForm(k.api+path, form)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return string(b), err
+}
+
+// mapping is the reply to mapping/add.
+type mapping struct {
+	Status    string `json:"status"`
+	ID        string `json:"id"`
+	Port1     int    `json:"port1"`
+	Port2     int    `json:"port2"`
+	Passcode1 string `json:"passcode1"`
+	Error     string `json:"errormessage"`
+}
+
+// addPublic adds a public mapping the way a Controller does, with room for
+// maxconn agent connections and a heartbeat threshold longer than the run.
+func (k *connector) addPublic(maxconn int) (mapping, error) {
+	spec := fmt.Sprintf(`{"type":"public","maxconnections":%d,"heartbeatabsencethreshold":3600000}`, maxconn)
+	body, err := k.post("/api/v2/mapping/add", url.Values{"mapping": {spec}})
+	if err != nil {
+		return mapping{}, fmt.Errorf("adding a public mapping: %w", err)
+	}
+	var m mapping
+	if err := json.Unmarshal([]byte(body), &m); err != nil || m.Status != "ok" {
+		return mapping{}, fmt.Errorf("adding a public mapping: the Connector answered %q", body)
+	}
+	return m, nil
+}
+
+func (k *connector) remove(id string) {
+	k.post("/api/v2/mapping/remove", url.Values{"mappingid": {id}})
+}
+
+// goMemory returns the Go heap and stack bytes in use, if the daemon serves
+// Prometheus metrics on its API port.
+func (k *connector) goMemory() (float64, bool) {
+	resp, err := k.http.Get(k.api + "/metrics")
+	if err != nil {
+		return 0, false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, false
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return 0, false
+	}
+	var sum float64
+	found := false
+	for _, name := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes"} {
+		f, ok := fams[name]
+		if !ok || len(f.GetMetric()) == 0 {
+			continue
+		}
+		sum += f.GetMetric()[0].GetGauge().GetValue()
+		found = true
+	}
+	return sum, found
+}
+
+func (k *connector) peer(m mapping) peer {
+	return peer{name: "connector", addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port2)), pid: k.pid(), stop: k.child.stop}
+}
+
+// version asks the binary for its version line, for the report header.
+func version(ctx context.Context, name string, args ...string) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return "unavailable"
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
+}

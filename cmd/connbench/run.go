@@ -1,0 +1,590 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/agent"
+	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/procstat"
+	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/report"
+	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/traffic"
+)
+
+// The two directions of a public session. The far end stands in for the
+// microservice: for the Connector it is the agent connection itself, so
+// that one hop sits between client and far end, as with every other relay.
+const (
+	toAgent  = "public->agent" // the client writes, the far end sinks
+	toPublic = "agent->public" // the far end writes, the client sinks
+)
+
+// Peers in the order each round visits them.
+const (
+	pDirect    = "direct"
+	pSplice    = "splice"
+	pHAProxy   = "haproxy"
+	pSocat     = "socat"
+	pConnector = "connector"
+)
+
+func peerOrder() []string { return []string{pDirect, pSplice, pHAProxy, pSocat, pConnector} }
+
+// concurrencies are the numbers of clients setting up sessions at once.
+func concurrencies() []int { return []int{1, 8} }
+
+type stream struct {
+	rates []float64
+	bytes int64
+	cpu   time.Duration
+	err   error
+}
+
+type setupRuns struct {
+	rates   []float64
+	failed  int
+	lastErr error
+}
+
+type memory struct {
+	held         int
+	rss0, rss1   int64
+	heap0, heap1 float64
+	heapOK       bool
+	err          error
+	duration     time.Duration
+}
+
+type bench struct {
+	o       options
+	log     *slog.Logger
+	far     *traffic.Far
+	peers   map[string]peer
+	missing map[string]string // peer -> why it is not measured
+	streams map[string]map[string]*stream
+	setups  map[int]map[string]*setupRuns
+	mem     memory
+	notes   []string
+}
+
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o, err := parseOptions(args, stderr)
+	if err != nil {
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	b := &bench{
+		o: o, log: log, far: traffic.NewFar(),
+		peers: map[string]peer{}, missing: map[string]string{},
+		streams: map[string]map[string]*stream{toAgent: {}, toPublic: {}},
+		setups:  map[int]map[string]*setupRuns{},
+	}
+	if err := b.raiseFileLimit(); err != nil {
+		b.notes = append(b.notes, err.Error())
+	}
+	dir, err := os.MkdirTemp("", "connbench-")
+	if err != nil {
+		log.Error("connbench: cannot make a temporary directory", "err", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Error("connbench: cannot listen on loopback", "err", err)
+		return 1
+	}
+	go b.far.Listen(ctx, ln)
+	target := ln.Addr().String()
+	b.peers[pDirect] = peer{name: pDirect, addr: target}
+
+	k := b.startPeers(ctx, dir, target)
+	defer func() {
+		for _, p := range b.peers {
+			if p.stop != nil {
+				p.stop()
+			}
+		}
+	}()
+	start := time.Now()
+	b.measureStreams(ctx)
+	b.measureSetup(ctx)
+	if k != nil && o.idle > 0 {
+		b.measureMemory(ctx, k)
+	}
+	if ctx.Err() != nil {
+		log.Error("connbench: interrupted")
+		return 1
+	}
+
+	var out strings.Builder
+	b.writeReport(ctx, &out, time.Since(start))
+	fmt.Fprint(stdout, out.String())
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(out.String()), 0o644); err != nil {
+			log.Error("connbench: cannot write the report", "file", o.out, "err", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// raiseFileLimit makes room for the idle agent connections on both sides;
+// the Connector inherits the hard limit and raises its soft limit to it.
+func (b *bench) raiseFileLimit() error {
+	want := uint64(b.o.idle) + 8192
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("reading RLIMIT_NOFILE: %w", err)
+	}
+	if lim.Max < want {
+		lim.Max = want
+	}
+	lim.Cur = lim.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
+		return nil
+	}
+	// Not root: take what the hard limit allows and hold fewer connections.
+	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+	lim.Cur = lim.Max
+	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	if room := int(lim.Max) - 8192; room < b.o.idle {
+		b.o.idle = max(room, 0)
+		return fmt.Errorf("RLIMIT_NOFILE hard limit is %d and cannot be raised (not root?): holding %d idle connections instead", lim.Max, b.o.idle)
+	}
+	return nil
+}
+
+func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
+	self, err := os.Executable()
+	if err != nil {
+		b.missing[pSplice] = fmt.Sprintf("cannot find connbench's own binary to run the relay: %v", err)
+	} else if p, err := startSplice(self, target); err != nil {
+		b.missing[pSplice] = err.Error()
+	} else {
+		b.peers[pSplice] = p
+	}
+	starters := map[string]func() (peer, error){
+		pSocat:   func() (peer, error) { return startSocat(target) },
+		pHAProxy: func() (peer, error) { return startHAProxy(dir, target) },
+	}
+	for name, start := range starters {
+		if b.o.skipPeer[name] {
+			b.missing[name] = "left out with -skip"
+			continue
+		}
+		if p, err := start(); err != nil {
+			b.missing[name] = err.Error()
+		} else {
+			b.peers[name] = p
+		}
+	}
+	if b.o.skipPeer[pConnector] {
+		b.missing[pConnector] = "left out with -skip"
+		return nil
+	}
+	k, err := startConnector(b.o.bin, dir)
+	if err != nil {
+		b.missing[pConnector] = err.Error()
+		return nil
+	}
+	m, err := k.addPublic(b.o.pool)
+	if err != nil {
+		k.stop()
+		b.missing[pConnector] = err.Error()
+		return nil
+	}
+	port1 := net.JoinHostPort("127.0.0.1", fmt.Sprint(m.Port1))
+	pool := agent.StartPool(ctx, port1, m.Passcode1, b.o.pool, b.far.Serve)
+	end := time.Now().Add(15 * time.Second)
+	for pool.Authed() < int64(b.o.pool) && time.Now().Before(end) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got := pool.Authed(); got < int64(b.o.pool) {
+		b.notes = append(b.notes, fmt.Sprintf("only %d of %d pooled agent connections authenticated within 15s", got, b.o.pool))
+	}
+	b.peers[pConnector] = k.peer(m)
+	return k
+}
+
+func (b *bench) present() []string {
+	var out []string
+	for _, name := range peerOrder() {
+		if _, ok := b.peers[name]; ok {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+func cpuOf(pid int) (time.Duration, bool) {
+	if pid == 0 {
+		return 0, false
+	}
+	d, err := procstat.CPU(pid)
+	return d, err == nil
+}
+
+func (b *bench) measureStreams(ctx context.Context) {
+	for r := range b.o.rounds {
+		for _, dir := range []string{toAgent, toPublic} {
+			for _, name := range b.present() {
+				if ctx.Err() != nil {
+					return
+				}
+				p := b.peers[name]
+				s := b.streams[dir][name]
+				if s == nil {
+					s = &stream{}
+					b.streams[dir][name] = s
+				}
+				c0, ok0 := cpuOf(p.pid)
+				var t traffic.Transfer
+				var err error
+				if dir == toAgent {
+					t, err = b.far.Push(ctx, traffic.TCP(p.addr), b.o.stream)
+				} else {
+					t, err = traffic.Pull(ctx, traffic.TCP(p.addr), b.o.stream)
+				}
+				// socat's per-connection child is charged to it once reaped.
+				time.Sleep(200 * time.Millisecond)
+				c1, ok1 := cpuOf(p.pid)
+				if err != nil {
+					s.err = err
+					b.log.Warn("stream failed", "peer", name, "dir", dir, "round", r+1, "err", err)
+					continue
+				}
+				s.rates = append(s.rates, t.Rate())
+				if ok0 && ok1 {
+					s.bytes += t.Bytes
+					s.cpu += c1 - c0
+				}
+				b.log.Info("stream", "peer", name, "dir", dir, "round", r+1, "GB/s", fmt.Sprintf("%.2f", t.Rate()/1e9), "cpu", c1-c0)
+			}
+		}
+	}
+}
+
+func (b *bench) measureSetup(ctx context.Context) {
+	for _, conc := range concurrencies() {
+		b.setups[conc] = map[string]*setupRuns{}
+		for r := range b.o.rounds {
+			for _, name := range b.present() {
+				if ctx.Err() != nil {
+					return
+				}
+				s := b.setups[conc][name]
+				if s == nil {
+					s = &setupRuns{}
+					b.setups[conc][name] = s
+				}
+				res := traffic.Setup(ctx, traffic.TCP(b.peers[name].addr), conc, b.o.setup)
+				s.rates = append(s.rates, res.PerSecond())
+				s.failed += res.Failed
+				if res.LastErr != nil {
+					s.lastErr = res.LastErr
+				}
+				b.log.Info("setup", "peer", name, "concurrent", conc, "round", r+1, "per_s", fmt.Sprintf("%.0f", res.PerSecond()), "failed", res.Failed)
+			}
+		}
+	}
+}
+
+// measureMemory holds idle authenticated agent connections at a mapping of
+// their own and charges the Connector's RSS growth to them.
+func (b *bench) measureMemory(ctx context.Context, k *connector) {
+	m, err := k.addPublic(b.o.idle)
+	if err != nil {
+		b.mem.err = err
+		return
+	}
+	defer k.remove(m.ID)
+	time.Sleep(b.o.settle)
+	pid := k.pid()
+	b.mem.rss0, err = procstat.RSS(pid)
+	if err != nil {
+		b.mem.err = err
+		return
+	}
+	b.mem.heap0, b.mem.heapOK = k.goMemory()
+	// Spread the sources over 127.0.0.2-5 so no single address's ephemeral
+	// ports run short, whatever the other measurements left in TIME_WAIT.
+	sources := []net.IP{{127, 0, 0, 2}, {127, 0, 0, 3}, {127, 0, 0, 4}, {127, 0, 0, 5}}
+	port1 := net.JoinHostPort("127.0.0.1", fmt.Sprint(m.Port1))
+	start := time.Now()
+	conns, err := agent.Hold(ctx, port1, m.Passcode1, b.o.idle, sources, 64)
+	b.mem.duration = time.Since(start)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	b.mem.held = len(conns)
+	b.mem.err = err
+	b.log.Info("holding idle agent connections", "held", len(conns), "took", b.mem.duration.Round(time.Millisecond), "err", err)
+	time.Sleep(b.o.settle)
+	b.mem.rss1, err = procstat.RSS(pid)
+	if err != nil {
+		b.mem.err = err
+		return
+	}
+	heap1, ok := k.goMemory()
+	b.mem.heap1, b.mem.heapOK = heap1, ok && b.mem.heapOK
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return math.NaN()
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func (b *bench) rate(dir, name string) float64 {
+	if s := b.streams[dir][name]; s != nil {
+		return median(s.rates)
+	}
+	return math.NaN()
+}
+
+func (b *bench) cpuPerGiB(dir, name string) float64 {
+	s := b.streams[dir][name]
+	if s == nil || s.bytes == 0 {
+		return math.NaN()
+	}
+	return s.cpu.Seconds() / (float64(s.bytes) / (1 << 30))
+}
+
+func (b *bench) setupRate(conc int, name string) float64 {
+	if s := b.setups[conc][name]; s != nil {
+		return median(s.rates)
+	}
+	return math.NaN()
+}
+
+// why says why a figure of peer is missing or doubtful, or "".
+func (b *bench) why(name string, errs ...error) string {
+	if _, ok := b.missing[name]; ok {
+		return label(name) + " not measured (see below)"
+	}
+	for _, err := range errs {
+		if err != nil {
+			return name + ": " + err.Error()
+		}
+	}
+	return ""
+}
+
+func (b *bench) streamErr(dir, name string) error {
+	if s := b.streams[dir][name]; s != nil {
+		return s.err
+	}
+	return nil
+}
+
+func (b *bench) setupErr(conc int, name string) error {
+	if s := b.setups[conc][name]; s != nil && s.failed > 0 {
+		return fmt.Errorf("%d sessions failed, last: %w", s.failed, s.lastErr)
+	}
+	return nil
+}
+
+func join(notes ...string) string {
+	var out []string
+	for _, n := range notes {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// label is how the report names a peer.
+func label(name string) string {
+	switch name {
+	case pSplice:
+		return "splice relay"
+	case pConnector:
+		return "Connector"
+	}
+	return name
+}
+
+func (b *bench) rows() []report.Row {
+	var rows []report.Row
+	targets := map[string]float64{toAgent: 0.9, toPublic: 0.7}
+	cpuTargets := map[string]float64{toAgent: 0.35, toPublic: 0.6}
+	for _, dir := range []string{toAgent, toPublic} {
+		cmp := func(value, base string, t report.Target) report.Row {
+			return report.Row{
+				Figure:   fmt.Sprintf("throughput %s: %s", dir, label(value)),
+				Value:    b.rate(dir, value),
+				Baseline: b.rate(dir, base),
+				BaseName: label(base),
+				Format:   report.GBps,
+				Target:   t,
+				Note:     join(b.why(value, b.streamErr(dir, value)), b.why(base, b.streamErr(dir, base))),
+			}
+		}
+		rows = append(rows,
+			cmp(pConnector, pSplice, report.Target{AtLeast: true, Limit: targets[dir], OnRatio: true}),
+			cmp(pConnector, pHAProxy, report.Target{AtLeast: true, Limit: 2.0, OnRatio: true}),
+			cmp(pConnector, pSocat, report.Target{}),
+			cmp(pConnector, pDirect, report.Target{}),
+			cmp(pSplice, pDirect, report.Target{}),
+			cmp(pHAProxy, pDirect, report.Target{}),
+			cmp(pSocat, pDirect, report.Target{}),
+		)
+	}
+	for _, dir := range []string{toAgent, toPublic} {
+		cpu := func(value string, t report.Target) report.Row {
+			return report.Row{
+				Figure:   fmt.Sprintf("CPU per GiB %s: %s", dir, label(value)),
+				Value:    b.cpuPerGiB(dir, value),
+				Baseline: b.cpuPerGiB(dir, pSplice),
+				BaseName: label(pSplice),
+				Format:   report.SecPerGiB,
+				Target:   t,
+				Note:     b.why(value, b.streamErr(dir, value)),
+			}
+		}
+		rows = append(rows,
+			cpu(pConnector, report.Target{Limit: cpuTargets[dir], Unit: "s/GiB"}),
+			cpu(pHAProxy, report.Target{}),
+			cpu(pSocat, report.Target{}),
+		)
+	}
+	for _, conc := range concurrencies() {
+		cmp := func(value, base string, t report.Target) report.Row {
+			who := label(value)
+			if value == pConnector {
+				who += " (pooled)"
+			}
+			return report.Row{
+				Figure:   fmt.Sprintf("session setup, %d concurrent: %s", conc, who),
+				Value:    b.setupRate(conc, value),
+				Baseline: b.setupRate(conc, base),
+				BaseName: label(base),
+				Format:   report.PerSec,
+				Target:   t,
+				Note:     join(b.why(value, b.setupErr(conc, value)), b.why(base, b.setupErr(conc, base))),
+			}
+		}
+		rows = append(rows,
+			cmp(pConnector, pSplice, report.Target{AtLeast: true, Limit: 1.0, OnRatio: true}),
+			cmp(pConnector, pDirect, report.Target{}),
+			cmp(pSplice, pDirect, report.Target{}),
+			cmp(pHAProxy, pDirect, report.Target{}),
+			cmp(pSocat, pDirect, report.Target{}),
+		)
+	}
+	perConn, heapPerConn := math.NaN(), math.NaN()
+	if b.mem.held > 0 {
+		perConn = float64(b.mem.rss1-b.mem.rss0) / float64(b.mem.held) / 1024
+		if b.mem.heapOK {
+			heapPerConn = (b.mem.heap1 - b.mem.heap0) / float64(b.mem.held) / 1024
+		}
+	}
+	memNote := b.why(pConnector, b.mem.err)
+	if b.mem.held > 0 && b.mem.held < b.o.idle {
+		memNote = join(memNote, fmt.Sprintf("only %d of %d connections held", b.mem.held, b.o.idle))
+	}
+	kib := func(v float64) string { return fmt.Sprintf("%.2f KiB", v) }
+	rows = append(rows,
+		report.Row{
+			Figure:   fmt.Sprintf("memory per idle agent connection (%d held): RSS", b.o.idle),
+			Value:    perConn,
+			Baseline: math.NaN(),
+			Format:   kib,
+			Target:   report.Target{Limit: 12, Unit: "KiB"},
+			Note:     memNote,
+		},
+		report.Row{
+			Figure:   fmt.Sprintf("memory per idle agent connection (%d held): Go heap+stacks", b.o.idle),
+			Value:    heapPerConn,
+			Baseline: math.NaN(),
+			Format:   kib,
+			Note:     map[bool]string{false: "the Connector serves no go_memstats on /metrics", true: ""}[b.mem.heapOK || b.mem.held == 0],
+		},
+	)
+	return rows
+}
+
+func (b *bench) writeReport(ctx context.Context, w io.Writer, took time.Duration) {
+	osRelease, _ := os.ReadFile("/proc/sys/kernel/osrelease")
+	fmt.Fprintf(w, "iofog-connector relay benchmark, %s\n", time.Now().UTC().Format(time.RFC3339))
+	fmt.Fprintf(w, "host: Linux %s, %d CPUs, %s; measured in %v\n", strings.TrimSpace(string(osRelease)), runtime.NumCPU(), runtime.Version(), took.Round(time.Second))
+	fmt.Fprintf(w, "connector: %s\n", version(ctx, b.o.bin, "version"))
+	fmt.Fprintf(w, "socat: %s; haproxy: %s\n", socatVersion(ctx), version(ctx, "haproxy", "-v"))
+	fmt.Fprintf(w, "settings: -stream %v -rounds %d -setup %v -pool %d -idle %d (medians over rounds; loopback; CPU from /proc/PID/stat)\n\n",
+		b.o.stream, b.o.rounds, b.o.setup, b.o.pool, b.o.idle)
+	report.Write(w, b.rows())
+	fmt.Fprintln(w)
+	b.writeRaw(w)
+	if b.mem.held > 0 {
+		fmt.Fprintf(w, "\nmemory: Connector VmRSS %.1f MiB before, %.1f MiB with %d idle agent connections (authenticated in %v)\n",
+			float64(b.mem.rss0)/(1<<20), float64(b.mem.rss1)/(1<<20), b.mem.held, b.mem.duration.Round(time.Millisecond))
+	}
+	for _, name := range peerOrder() {
+		if why, ok := b.missing[name]; ok {
+			fmt.Fprintf(w, "not measured: %s: %s\n", label(name), why)
+		}
+	}
+	for _, n := range b.notes {
+		fmt.Fprintln(w, "note: "+n)
+	}
+}
+
+// writeRaw prints every peer's own figures, for comparison with other runs.
+func (b *bench) writeRaw(w io.Writer) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "peer\tGB/s "+toAgent+"\tGB/s "+toPublic+"\tCPU s/GiB "+toAgent+"\tCPU s/GiB "+toPublic+"\tsessions/s x1\tsessions/s x8")
+	f := func(v float64, format string) string {
+		if math.IsNaN(v) {
+			return "-"
+		}
+		return fmt.Sprintf(format, v)
+	}
+	for _, name := range peerOrder() {
+		if _, ok := b.peers[name]; !ok {
+			fmt.Fprintf(tw, "%s\tnot measured\t\t\t\t\t\n", name)
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", name,
+			f(b.rate(toAgent, name)/1e9, "%.2f"), f(b.rate(toPublic, name)/1e9, "%.2f"),
+			f(b.cpuPerGiB(toAgent, name), "%.3f"), f(b.cpuPerGiB(toPublic, name), "%.3f"),
+			f(b.setupRate(1, name), "%.0f"), f(b.setupRate(8, name), "%.0f"))
+	}
+	tw.Flush()
+}
+
+func socatVersion(ctx context.Context) string {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "socat", "-V").CombinedOutput()
+	if err != nil {
+		return "unavailable"
+	}
+	// socat prints its authors first; the version is on a later line.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "socat version") {
+			return strings.TrimSpace(line)
+		}
+	}
+	return "unknown"
+}
