@@ -42,6 +42,7 @@ test-short:
 
 ## bench: relay and pool benchmarks, as ratios against baselines in the same run
 bench: $(OUT)/iofog-connector
+	./scripts/install-bench-deps.sh
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./relay/portpool/
 	$(GO) run ./cmd/connbench -out $(OUT)/bench.txt
 
@@ -63,7 +64,7 @@ qemu: fetch
 	$(GO) run ./cmd/mkimage qemu --board $(BOARD)
 
 ## packages: .deb and .rpm for amd64 and arm64 in out/
-packages:
+packages: build
 	$(GO) run ./cmd/mkpkg -out $(OUT) -version $(VERSION)
 
 clean:
