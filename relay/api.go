@@ -1,0 +1,345 @@
+package relay
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// maxForm bounds a control request body; the Controller's are ~200 bytes.
+const maxForm = 64 << 10
+
+// routes is the control API (PROTOCOL.md §3) plus /metrics.
+func (c *Connector) routes() http.Handler {
+	metricsH := promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{})
+	post := map[string]func(url.Values) (int, any){
+		"/api/v2/mapping/add":    c.apiAdd,
+		"/api/v2/mapping/remove": c.apiRemove,
+		"/api/v2/mapping/list":   c.apiList,
+		"/api/v2/status":         c.apiStatus,
+		"/api/v2/commandline":    c.apiCommandline,
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			if r.Method != http.MethodGet && r.Method != http.MethodHead {
+				writeError(w, http.StatusMethodNotAllowed, "use GET for /metrics")
+				return
+			}
+			metricsH.ServeHTTP(w, r)
+			return
+		}
+		h, ok := post[r.URL.Path]
+		if !ok {
+			writeError(w, http.StatusNotFound, "no such endpoint: "+r.URL.Path)
+			return
+		}
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			writeError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed; use POST")
+			return
+		}
+		form, err := readForm(r)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		status, body := h(form)
+		writeJSON(w, status, body)
+		if r.URL.Path == "/api/v2/commandline" && isStop(form.Get("command")) {
+			// Reply first, then stop: the reply is on the wire once the
+			// handler returns, and Run shuts the server down gracefully.
+			if f, ok := w.(http.Flusher); ok {
+				f.Flush()
+			}
+			c.requestStop()
+		}
+	})
+}
+
+// readForm parses an urlencoded body whatever the Content-Type says; fields
+// in the query string count too, the body's win.
+func readForm(r *http.Request) (url.Values, error) {
+	body, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxForm))
+	if err != nil {
+		return nil, fmt.Errorf("read request body: %w", err)
+	}
+	form, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, fmt.Errorf("request body is not a form (application/x-www-form-urlencoded): %w", err)
+	}
+	for k, v := range r.URL.Query() {
+		if _, ok := form[k]; !ok {
+			form[k] = v
+		}
+	}
+	return form, nil
+}
+
+type errorReply struct {
+	Status       string `json:"status"`
+	ErrorMessage string `json:"errormessage"`
+	Timestamp    int64  `json:"timestamp"`
+}
+
+func failed(status int, msg string) (int, any) {
+	return status, errorReply{Status: "failed", ErrorMessage: msg, Timestamp: now()}
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	writeJSON(w, status, errorReply{Status: "failed", ErrorMessage: msg, Timestamp: now()})
+}
+
+func writeJSON(w http.ResponseWriter, status int, body any) {
+	data, err := json.Marshal(body)
+	if err != nil {
+		status, data = http.StatusInternalServerError, []byte(`{"status":"failed","errormessage":"encode reply"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(data)
+}
+
+func now() int64 { return time.Now().UnixMilli() }
+
+// parseMapping decodes the add request's `mapping` field (§3.1). Keys are
+// looked up after decoding, never matched as text: the Controller puts
+// spaces after some commas.
+func parseMapping(s string) (addRequest, error) {
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(s), &obj); err != nil {
+		return addRequest{}, fmt.Errorf("field mapping: not a JSON object: %v", err)
+	}
+	var typ string
+	raw, ok := obj["type"]
+	if !ok {
+		return addRequest{}, errors.New(`field mapping: missing key "type"`)
+	}
+	if err := json.Unmarshal(raw, &typ); err != nil {
+		return addRequest{}, errors.New(`field mapping: key "type" must be the string "public" or "private"`)
+	}
+	num := func(key string, max float64) (float64, error) {
+		raw, ok := obj[key]
+		if !ok {
+			return 0, fmt.Errorf("field mapping: missing key %q", key)
+		}
+		var f float64
+		if err := json.Unmarshal(raw, &f); err != nil || raw[0] == 'n' {
+			return 0, fmt.Errorf("field mapping: key %q must be a JSON number, got %s", key, raw)
+		}
+		if f < 0 || f > max || f != math.Trunc(f) {
+			return 0, fmt.Errorf("field mapping: key %q must be a whole number from 0 to %.0f, got %s", key, max, raw)
+		}
+		return f, nil
+	}
+	const maxConns, maxMillis = 1 << 20, 1 << 40
+	var req addRequest
+	var vals [4]float64
+	var keys []string
+	switch typ {
+	case "public":
+		req.public = true
+		keys = []string{"maxconnections", "heartbeatabsencethreshold"}
+	case "private":
+		keys = []string{"maxconnectionsport1", "maxconnectionsport2", "heartbeatabsencethresholdport1", "heartbeatabsencethresholdport2"}
+	default:
+		return addRequest{}, fmt.Errorf(`field mapping: key "type" is %q; want "public" or "private"`, typ)
+	}
+	for i, k := range keys {
+		max := float64(maxMillis)
+		if strings.HasPrefix(k, "maxconnections") {
+			max = maxConns
+		}
+		f, err := num(k, max)
+		if err != nil {
+			return addRequest{}, err
+		}
+		vals[i] = f
+	}
+	if req.public {
+		req.max1, req.thresh1 = int(vals[0]), int64(vals[1])
+	} else {
+		req.max1, req.max2, req.thresh1, req.thresh2 = int(vals[0]), int(vals[1]), int64(vals[2]), int64(vals[3])
+	}
+	return req, nil
+}
+
+type addReply struct {
+	Status    string `json:"status"`
+	ID        string `json:"id"`
+	Port1     uint16 `json:"port1"`
+	Port2     uint16 `json:"port2"`
+	Passcode1 string `json:"passcode1"`
+	Passcode2 string `json:"passcode2"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+func (c *Connector) apiAdd(form url.Values) (int, any) {
+	if !form.Has("mapping") {
+		return failed(http.StatusBadRequest, "missing form field mapping")
+	}
+	req, err := parseMapping(form.Get("mapping"))
+	if err != nil {
+		return failed(http.StatusBadRequest, err.Error())
+	}
+	rec, err := c.add(req, uuid.NewString)
+	if errors.Is(err, errNoPorts) {
+		return failed(http.StatusInsufficientStorage, err.Error())
+	}
+	if err != nil {
+		c.log.Error("mapping add failed", "err", err)
+		return failed(http.StatusInternalServerError, err.Error())
+	}
+	return http.StatusOK, addReply{Status: "ok", ID: rec.ID, Port1: rec.Port1, Port2: rec.Port2,
+		Passcode1: rec.PasscodePort1, Passcode2: rec.PasscodePort2, Timestamp: now()}
+}
+
+type removeReply struct {
+	Status    string `json:"status"`
+	ID        string `json:"id"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+func (c *Connector) apiRemove(form url.Values) (int, any) {
+	id := form.Get("mappingid")
+	if id == "" {
+		return failed(http.StatusBadRequest, "missing form field mappingid")
+	}
+	if err := c.remove(id); err != nil {
+		if errors.Is(err, errUnknownMapping) {
+			return failed(http.StatusNotFound, err.Error())
+		}
+		c.log.Error("mapping remove failed", "mapping", id, "err", err)
+		return failed(http.StatusInternalServerError, err.Error())
+	}
+	return http.StatusOK, removeReply{Status: "ok", ID: id, Timestamp: now()}
+}
+
+// listEntry is a mapping as `mapping list` shows it: no passcodes.
+type listEntry struct {
+	ID        string `json:"id"`
+	Type      string `json:"type"`
+	Port1     uint16 `json:"port1"`
+	Port2     uint16 `json:"port2"`
+	Max1      int    `json:"maxconnectionsport1"`
+	Max2      int    `json:"maxconnectionsport2"`
+	Thresh1   int64  `json:"heartbeatabsencethresholdport1"`
+	Thresh2   int64  `json:"heartbeatabsencethresholdport2"`
+	Active1   bool   `json:"active1"`
+	Active2   bool   `json:"active2"`
+	Sessions  int64  `json:"publicsessions"`
+	AgentIdle int    `json:"agentsidle"`
+	AgentBusy int    `json:"agentspaired"`
+}
+
+type listReply struct {
+	Status    string      `json:"status"`
+	Mappings  []listEntry `json:"mappings"`
+	Timestamp int64       `json:"timestamp"`
+}
+
+// apiList is an extension for the operator's `mapping list`.
+func (c *Connector) apiList(url.Values) (int, any) {
+	out := listReply{Status: "ok", Mappings: []listEntry{}, Timestamp: now()}
+	for _, r := range c.list() {
+		m, ok := c.lookup(r.ID)
+		if !ok {
+			continue
+		}
+		idle, paired := m.counts()
+		out.Mappings = append(out.Mappings, listEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
+			Max1: r.MaxConnectionsPort1, Max2: r.MaxConnectionsPort2,
+			Thresh1: r.HeartbeatAbsenceThresholdPort1, Thresh2: r.HeartbeatAbsenceThresholdPort2,
+			Active1: m.active(0), Active2: m.active(1), Sessions: m.sessions.Load(), AgentIdle: idle, AgentBusy: paired})
+	}
+	return http.StatusOK, out
+}
+
+type statusAll struct {
+	ID             string `json:"id"`
+	Timestamp      int64  `json:"timestamp"`
+	Status         string `json:"status"`
+	Mappings       int    `json:"mappings"`
+	Version        string `json:"version"`
+	AvailablePorts int    `json:"availablePorts"`
+}
+
+type statusPublic struct {
+	ID        string `json:"id"`
+	Timestamp int64  `json:"timestamp"`
+	Public    string `json:"public"`
+	Private   string `json:"private"`
+}
+
+type statusPrivate struct {
+	ID        string `json:"id"`
+	Timestamp int64  `json:"timestamp"`
+	Private1  string `json:"private1"`
+	Private2  string `json:"private2"`
+}
+
+func activeWord(b bool) string {
+	if b {
+		return "Active"
+	}
+	return "Inactive"
+}
+
+func (c *Connector) apiStatus(form url.Values) (int, any) {
+	id := form.Get("mappingid")
+	if id == "" {
+		return failed(http.StatusBadRequest, "missing form field mappingid (a mapping id, or all)")
+	}
+	if id == "all" {
+		n, free := c.stats()
+		return http.StatusOK, statusAll{ID: "all", Timestamp: now(), Status: "running", Mappings: n,
+			Version: c.opts.Version, AvailablePorts: free}
+	}
+	m, ok := c.lookup(id)
+	if !ok {
+		return failed(http.StatusNotFound, fmt.Sprintf("%v: %s", errUnknownMapping, id))
+	}
+	// The original reports the public port as "public" and the agents'
+	// port as "private".
+	if m.public {
+		return http.StatusOK, statusPublic{ID: id, Timestamp: now(), Public: activeWord(m.active(1)), Private: activeWord(m.active(0))}
+	}
+	return http.StatusOK, statusPrivate{ID: id, Timestamp: now(), Private1: activeWord(m.active(0)), Private2: activeWord(m.active(1))}
+}
+
+type commandReply struct {
+	Response  string `json:"response"`
+	Timestamp int64  `json:"timestamp"`
+}
+
+func isStop(cmd string) bool { return strings.TrimSpace(cmd) == "stop" }
+
+const helpText = `Usage: iofog-connector <command>
+Commands:
+  status              show whether the Connector is running
+  stop                stop the Connector
+  version, -v         show the Connector's version
+  help, -h, -?        show this help`
+
+func (c *Connector) apiCommandline(form url.Values) (int, any) {
+	var resp string
+	switch strings.TrimSpace(form.Get("command")) {
+	case "status":
+		resp = "Connector is up and running."
+	case "stop":
+		resp = "Connector is stopping."
+	case "version", "--version", "-v":
+		resp = "iofog-connector " + c.opts.Version
+	default:
+		resp = helpText
+	}
+	return http.StatusOK, commandReply{Response: resp, Timestamp: now()}
+}

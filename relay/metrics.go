@@ -1,0 +1,87 @@
+package relay
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the Connector's counters, on a registry the Connector owns.
+type metrics struct {
+	reg *prometheus.Registry
+
+	sessionsTotal   prometheus.Counter
+	sessionsActive  prometheus.Gauge
+	bytes           *prometheus.CounterVec
+	toAgent         prometheus.Counter
+	fromAgent       prometheus.Counter
+	authFailures    prometheus.Counter
+	beatTimeouts    prometheus.Counter
+	waitTimeouts    prometheus.Counter
+	rejectedFull    prometheus.Counter
+	droppedUnpaired prometheus.Counter
+}
+
+// snapshot is what the collector reads from the Connector at scrape time.
+type snapshot struct {
+	publicMappings, privateMappings int
+	freePorts                       int
+	idle, paired                    int
+}
+
+// stateCollector exports gauges computed at scrape time, so the data path
+// keeps no extra counters for them.
+type stateCollector struct {
+	snap                            func() snapshot
+	mappings, freePorts, agentConns *prometheus.Desc
+}
+
+func (s *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- s.mappings
+	ch <- s.freePorts
+	ch <- s.agentConns
+}
+
+func (s *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	v := s.snap()
+	ch <- prometheus.MustNewConstMetric(s.mappings, prometheus.GaugeValue, float64(v.publicMappings), "public")
+	ch <- prometheus.MustNewConstMetric(s.mappings, prometheus.GaugeValue, float64(v.privateMappings), "private")
+	ch <- prometheus.MustNewConstMetric(s.freePorts, prometheus.GaugeValue, float64(v.freePorts))
+	ch <- prometheus.MustNewConstMetric(s.agentConns, prometheus.GaugeValue, float64(v.idle), "idle")
+	ch <- prometheus.MustNewConstMetric(s.agentConns, prometheus.GaugeValue, float64(v.paired), "paired")
+}
+
+func newMetrics(snap func() snapshot, extra []prometheus.Collector) (*metrics, error) {
+	const ns = "iofog_connector"
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.sessionsTotal = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "public_sessions_total",
+		Help: "Public clients paired with an agent connection."})
+	m.sessionsActive = prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "public_sessions_active",
+		Help: "Public sessions in progress."})
+	m.bytes = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "relayed_bytes_total",
+		Help: "Payload bytes relayed, by direction: to_agent (into agent connections) or from_agent."}, []string{"direction"})
+	m.toAgent = m.bytes.WithLabelValues("to_agent")
+	m.fromAgent = m.bytes.WithLabelValues("from_agent")
+	m.authFailures = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "auth_failures_total",
+		Help: "Agent connections closed for a wrong, short or late passcode."})
+	m.beatTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "heartbeat_timeouts_total",
+		Help: "Agent connections closed after staying silent longer than their heartbeat absence threshold."})
+	m.waitTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "public_wait_timeouts_total",
+		Help: "Public clients closed because no agent connection came free within the wait."})
+	m.rejectedFull = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "agent_rejected_full_total",
+		Help: "Authenticated agent connections refused because the mapping already held maxconnections."})
+	m.droppedUnpaired = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dropped_unpaired_bytes_total",
+		Help: "Payload bytes from an agent connection with nobody on the other side, dropped."})
+	sc := &stateCollector{
+		snap:       snap,
+		mappings:   prometheus.NewDesc(ns+"_mappings", "Mappings, by type.", []string{"type"}, nil),
+		freePorts:  prometheus.NewDesc(ns+"_free_ports", "Ports left in the pool.", nil, nil),
+		agentConns: prometheus.NewDesc(ns+"_agent_connections", "Authenticated agent connections, by state (idle: pooled or waiting for a peer; paired: carrying a session or a private route).", []string{"state"}, nil),
+	}
+	cs := []prometheus.Collector{m.sessionsTotal, m.sessionsActive, m.bytes, m.authFailures, m.beatTimeouts,
+		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, sc}
+	for _, c := range append(cs, extra...) {
+		if err := m.reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}

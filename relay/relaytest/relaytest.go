@@ -1,0 +1,202 @@
+// Package relaytest runs a real Connector on loopback for tests of the
+// Connector and of the programs that talk to it.
+package relaytest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/relay"
+	"github.com/eclipse-iofog/iofog-connector/schema"
+)
+
+// FreePorts finds n consecutive TCP ports that nothing listens on right now
+// (on all interfaces, as the Connector listens) and returns them as a pool
+// range "A-B".
+func FreePorts(t testing.TB, n int) string {
+	t.Helper()
+	for range 200 {
+		base := 20000 + rand.IntN(30000)
+		var lns []net.Listener
+		ok := true
+		for p := base; p < base+n; p++ {
+			ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
+			if err != nil {
+				ok = false
+				break
+			}
+			lns = append(lns, ln)
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		if ok {
+			return fmt.Sprintf("%d-%d", base, base+n-1)
+		}
+	}
+	t.Fatalf("no %d consecutive free ports found", n)
+	return ""
+}
+
+// Config is a dev-mode config with ephemeral API port and a pool of n free
+// ports.
+func Config(t testing.TB, n int) *schema.Config {
+	return &schema.Config{
+		Ports: []string{FreePorts(t, n)}, Exclude: []string{}, Broker: 12345, Address: "127.0.0.1", Dev: true,
+		API: schema.API{Listen: "127.0.0.1"},
+	}
+}
+
+// Instance is a running Connector.
+type Instance struct {
+	*relay.Connector
+	Opts   relay.Options
+	Client *http.Client
+	Base   string // API base URL, e.g. http://127.0.0.1:41234
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Start runs a Connector with opts until the test ends (or Stop). Empty
+// StateDir and Logger get a temp dir and a test logger.
+func Start(t testing.TB, opts relay.Options) *Instance {
+	t.Helper()
+	if opts.StateDir == "" {
+		opts.StateDir = t.TempDir()
+	}
+	if opts.Logger == nil {
+		opts.Logger = Logger(t)
+	}
+	if opts.Version == "" {
+		opts.Version = "test"
+	}
+	c, err := relay.New(opts)
+	if err != nil {
+		t.Fatalf("relay.New: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	in := &Instance{Connector: c, Opts: opts, cancel: cancel, done: make(chan error, 1), Client: &http.Client{Timeout: 30 * time.Second}}
+	go func() { in.done <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+	case err := <-in.done:
+		t.Fatalf("connector stopped before it was ready: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("connector not ready after 30 s")
+	}
+	scheme := "http"
+	if !opts.Config.Dev {
+		scheme = "https"
+	}
+	in.Base = scheme + "://" + c.APIAddr().String()
+	t.Cleanup(func() { in.Stop(t) })
+	return in
+}
+
+// Stop shuts the Connector down and waits for Run to return.
+func (in *Instance) Stop(t testing.TB) {
+	t.Helper()
+	in.cancel()
+	select {
+	case err, ok := <-in.done:
+		if ok && err != nil {
+			t.Errorf("connector Run: %v", err)
+		}
+		close(in.done)
+	case <-time.After(30 * time.Second):
+		t.Error("connector did not stop within 30 s")
+	}
+}
+
+// Wait returns Run's result (after a commandline stop, say).
+func (in *Instance) Wait(timeout time.Duration) (error, bool) {
+	select {
+	case err, ok := <-in.done:
+		if ok {
+			close(in.done)
+		}
+		return err, true
+	case <-time.After(timeout):
+		return nil, false
+	}
+}
+
+// Post sends a form to an API path and decodes the JSON reply.
+func (in *Instance) Post(t testing.TB, path string, form url.Values) (int, map[string]any) {
+	t.Helper()
+	resp, err := in.Client.Post(in.Base+path, "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+		t.Fatalf("POST %s: reply is not JSON: %v", path, err)
+	}
+	return resp.StatusCode, out
+}
+
+// Mapping is an add reply.
+type Mapping struct {
+	ID                   string
+	Port1, Port2         int
+	Passcode1, Passcode2 string
+}
+
+// AddPublic adds a public mapping as the Controller does.
+func (in *Instance) AddPublic(t testing.TB, max int, thresholdMS int) Mapping {
+	t.Helper()
+	return in.add(t, fmt.Sprintf(`{"type":"public","maxconnections":%d,"heartbeatabsencethreshold":%d}`, max, thresholdMS))
+}
+
+// AddPrivate adds a private mapping as the Controller does.
+func (in *Instance) AddPrivate(t testing.TB, thresholdMS int) Mapping {
+	t.Helper()
+	return in.add(t, fmt.Sprintf(`{"type":"private","maxconnectionsport1":1, "maxconnectionsport2":1, "heartbeatabsencethresholdport1":%d, "heartbeatabsencethresholdport2":%d}`, thresholdMS, thresholdMS))
+}
+
+func (in *Instance) add(t testing.TB, js string) Mapping {
+	t.Helper()
+	code, r := in.Post(t, "/api/v2/mapping/add", url.Values{"mapping": {js}})
+	if code != 200 || r["status"] != "ok" {
+		t.Fatalf("mapping/add %s: HTTP %d %v", js, code, r)
+	}
+	return Mapping{ID: r["id"].(string), Port1: int(r["port1"].(float64)), Port2: int(r["port2"].(float64)),
+		Passcode1: r["passcode1"].(string), Passcode2: r["passcode2"].(string)}
+}
+
+// Remove removes a mapping and fails the test if the Connector refuses.
+func (in *Instance) Remove(t testing.TB, id string) {
+	t.Helper()
+	code, r := in.Post(t, "/api/v2/mapping/remove", url.Values{"mappingid": {id}})
+	if code != 200 || r["status"] != "ok" {
+		t.Fatalf("mapping/remove %s: HTTP %d %v", id, code, r)
+	}
+}
+
+// Logger logs through t.Log at debug level, or to stderr with
+// IOFOG_TEST_LOG=stderr.
+func Logger(t testing.TB) *slog.Logger {
+	if os.Getenv("IOFOG_TEST_LOG") == "stderr" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
