@@ -27,7 +27,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -37,6 +36,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nsutil"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
 
@@ -311,7 +311,7 @@ const ipForwardPath = "/proc/sys/net/ipv4/ip_forward"
 // setForwarding writes net.ipv4.ip_forward in our namespace and returns the
 // previous value. IPv6 forwarding is set alongside when it exists.
 func (f *Firewall) setForwarding(v string) (prev string, err error) {
-	err = inNS(f.opts.NetNS, func() error {
+	err = nsutil.Do(f.opts.NetNS, func() error {
 		b, err := os.ReadFile(ipForwardPath)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", ipForwardPath, err)
@@ -323,30 +323,4 @@ func (f *Firewall) setForwarding(v string) (prev string, err error) {
 		return nil
 	})
 	return prev, err
-}
-
-// inNS runs fn on a thread switched into ns (0: the current namespace).
-// Files under /proc/sys/net belong to the namespace of the thread opening them.
-func inNS(ns netns.NsHandle, fn func() error) error {
-	if ns == 0 {
-		return fn()
-	}
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return fmt.Errorf("get current network namespace: %w", err)
-	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		return fmt.Errorf("enter network namespace: %w", err)
-	}
-	ferr := fn()
-	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace; let it die with the
-		// goroutine rather than be reused (we keep it locked).
-		runtime.LockOSThread()
-		return errors.Join(ferr, fmt.Errorf("return to original network namespace: %w", err))
-	}
-	return ferr
 }

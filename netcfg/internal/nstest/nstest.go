@@ -5,8 +5,6 @@
 package nstest
 
 import (
-	"errors"
-	"fmt"
 	"net"
 	"os"
 	"runtime"
@@ -14,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nsutil"
 )
 
 // Require fails the test unless it can create namespaces and program
@@ -83,31 +83,7 @@ func Handle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 
 // Do runs fn on an OS thread switched into ns. Sockets created inside fn
 // belong to ns for their whole life, whichever goroutine uses them later.
-func Do(ns netns.NsHandle, fn func() error) error {
-	errc := make(chan error, 1)
-	// A fresh goroutine, so a thread that fails to switch back dies with it.
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- fmt.Errorf("enter namespace: %w", err)
-			return
-		}
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, err) // thread stays locked and exits
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func Do(ns netns.NsHandle, fn func() error) error { return nsutil.Do(ns, fn) }
 
 // Veth links namespace a and b with a veth pair named nameA/nameB, gives each
 // end the CIDR address given ("" for none) and sets both up.
