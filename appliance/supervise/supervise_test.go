@@ -1,0 +1,218 @@
+package supervise
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/appliance/reaper"
+)
+
+// The test binary doubles as the supervised child: with childEnv set it
+// behaves as told instead of running tests.
+const childEnv = "SUPERVISE_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(childEnv) {
+	case "":
+		os.Exit(m.Run())
+	case "exit0":
+		os.Exit(0)
+	case "exit3":
+		os.Exit(3)
+	case "serve":
+		// Runs until SIGTERM, then exits 0 like the Connector does.
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		<-sig
+		os.Exit(0)
+	case "stubborn":
+		signal.Ignore(syscall.SIGTERM)
+		os.Stdout.WriteString("ready\n")
+		time.Sleep(time.Hour)
+	}
+	os.Exit(99)
+}
+
+// recorder collects supervisor events for assertions.
+type recorder struct {
+	mu     sync.Mutex
+	events []Event
+	ch     chan Event
+}
+
+func newRecorder() *recorder { return &recorder{ch: make(chan Event, 100)} }
+
+func (r *recorder) on(e Event) {
+	r.mu.Lock()
+	r.events = append(r.events, e)
+	r.mu.Unlock()
+	r.ch <- e
+}
+
+// next waits for the next event; the timeout only guards against a hang.
+func (r *recorder) next(t *testing.T) Event {
+	t.Helper()
+	select {
+	case e := <-r.ch:
+		return e
+	case <-time.After(30 * time.Second):
+		t.Fatal("no supervisor event within 30s")
+		return Event{}
+	}
+}
+
+func setup(t *testing.T, mode string, rec *recorder, stdout ...*os.File) (*Supervisor, context.Context, context.CancelFunc) {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	r := reaper.New(log)
+	// The reaper outlives the supervisor, as in PID 1.
+	rctx, rcancel := context.WithCancel(context.Background())
+	t.Cleanup(rcancel)
+	go r.Run(rctx)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := New(r, Config{
+		Name:        "child",
+		Path:        self,
+		Args:        []string{self},
+		Env:         append(os.Environ(), childEnv+"="+mode),
+		Stderr:      os.Stderr,
+		Stdout:      first(stdout),
+		Backoff:     Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Hour},
+		StopTimeout: 200 * time.Millisecond,
+		OnEvent:     rec.on,
+	}, log)
+	return s, ctx, cancel
+}
+
+func TestCrashingChildIsRestartedWithBackoff(t *testing.T) {
+	rec := newRecorder()
+	s, ctx, cancel := setup(t, "exit3", rec)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	var delays []time.Duration
+	for len(delays) < 4 {
+		e := rec.next(t)
+		if e.Kind == StartFailed {
+			t.Fatalf("start failed: %v", e.Err)
+		}
+		if e.Kind == Exited {
+			if !e.Exit.Status.Exited() || e.Exit.Status.ExitStatus() != 3 {
+				t.Fatalf("child ended %s, want exit status 3", e.Exit)
+			}
+			delays = append(delays, e.Restart)
+		}
+	}
+	want := []time.Duration{10, 20, 40, 40}
+	for i := range want {
+		if delays[i] != want[i]*time.Millisecond {
+			t.Fatalf("restart delays %v, want %v ms", delays, want)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run returned %v after cancel, want context.Canceled", err)
+	}
+}
+
+func TestCleanExitEndsSupervision(t *testing.T) {
+	rec := newRecorder()
+	s, ctx, _ := setup(t, "exit0", rec)
+	if err := s.Run(ctx); !errors.Is(err, ErrStopped) {
+		t.Fatalf("Run = %v, want ErrStopped", err)
+	}
+	starts := 0
+	for _, e := range rec.events {
+		if e.Kind == Started {
+			starts++
+		}
+	}
+	if starts != 1 {
+		t.Fatalf("child started %d times, want once (a clean exit is not restarted)", starts)
+	}
+}
+
+func TestKilledChildComesBackUnderANewPid(t *testing.T) {
+	rec := newRecorder()
+	s, ctx, cancel := setup(t, "serve", rec)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+
+	first := rec.next(t)
+	if first.Kind != Started {
+		t.Fatalf("first event %+v, want Started", first)
+	}
+	if err := s.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	ex := rec.next(t)
+	if ex.Kind != Exited || !ex.Exit.Status.Signaled() || ex.Exit.Status.Signal() != syscall.SIGKILL {
+		t.Fatalf("after SIGKILL got %+v (%s), want Exited by SIGKILL", ex, ex.Exit)
+	}
+	again := rec.next(t)
+	if again.Kind != Started || again.Pid == first.Pid || s.Pid() != again.Pid {
+		t.Fatalf("restart event %+v (Pid()=%d), want a new Started pid != %d", again, s.Pid(), first.Pid)
+	}
+
+	// Shutting down sends SIGTERM, which ends this child (by its handler,
+	// or by the signal if it is not installed yet), well before SIGKILL.
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v, want context.Canceled", err)
+	}
+	last := rec.next(t)
+	byTerm := last.Exit.Status.Signaled() && last.Exit.Status.Signal() == syscall.SIGTERM
+	if last.Kind != Exited || !(last.Exit.Clean() || byTerm) {
+		t.Fatalf("on stop got %+v (%s), want an exit caused by SIGTERM", last, last.Exit)
+	}
+	if s.Pid() != 0 {
+		t.Fatalf("Pid() = %d after stop, want 0", s.Pid())
+	}
+}
+
+func TestStubbornChildIsKilledAfterTimeout(t *testing.T) {
+	rec := newRecorder()
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pr.Close()
+	s, ctx, cancel := setup(t, "stubborn", rec, pw)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	if e := rec.next(t); e.Kind != Started {
+		t.Fatalf("got %+v, want Started", e)
+	}
+	pw.Close()
+	// Wait until the child ignores SIGTERM, so the SIGKILL path is what runs.
+	if line, err := bufio.NewReader(pr).ReadString('\n'); err != nil || line != "ready\n" {
+		t.Fatalf("child said %q, %v; want ready", line, err)
+	}
+	cancel()
+	<-done
+	last := rec.next(t)
+	if last.Kind != Exited || !last.Exit.Status.Signaled() || last.Exit.Status.Signal() != syscall.SIGKILL {
+		t.Fatalf("got %+v (%s), want Exited by SIGKILL", last, last.Exit)
+	}
+}
+
+func first(f []*os.File) *os.File {
+	if len(f) == 0 {
+		return nil
+	}
+	return f[0]
+}
