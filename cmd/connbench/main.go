@@ -44,31 +44,45 @@ type options struct {
 	pool     int           // agent connections pooled at the public mapping
 	settle   time.Duration // wait before reading memory
 	skipPeer map[string]bool
+	phases   map[string]bool // streams, setup, memory
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
-	var skip string
+	var skip, only string
 	fs := flag.NewFlagSet("connbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.bin, "bin", "out/iofog-connector", "the Connector binary to measure")
 	fs.StringVar(&o.out, "out", "", "also write the report to this file")
-	fs.DurationVar(&o.stream, "stream", 2*time.Second, "duration of each one-stream transfer")
-	fs.IntVar(&o.rounds, "rounds", 3, "interleaved rounds over all peers (medians are reported)")
-	fs.DurationVar(&o.setup, "setup", 2*time.Second, "duration of each session-setup run")
+	fs.DurationVar(&o.stream, "stream", 1500*time.Millisecond, "duration of each one-stream transfer")
+	fs.IntVar(&o.rounds, "rounds", 5, "interleaved rounds over all peers (medians are reported)")
+	fs.DurationVar(&o.setup, "setup", 1500*time.Millisecond, "duration of each session-setup run")
 	fs.IntVar(&o.idle, "idle", 20000, "idle authenticated agent connections held for the memory figure (0 skips it)")
 	fs.IntVar(&o.pool, "pool", 60, "agent connections pooled at the public mapping (the Controller asks for 60)")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait before reading the Connector's memory")
 	fs.StringVar(&skip, "skip", "", "comma-separated peers to leave out: socat, haproxy, connector")
+	fs.StringVar(&only, "only", "streams,setup,memory", "comma-separated measurements to run: streams, setup, memory")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
 	if o.rounds < 1 || o.stream <= 0 || o.setup <= 0 || o.pool < 1 || o.idle < 0 {
-		return o, fmt.Errorf("connbench: -rounds, -stream, -setup and -pool must be positive, -idle not negative")
+		err := fmt.Errorf("connbench: -rounds, -stream, -setup and -pool must be positive, -idle not negative")
+		fmt.Fprintln(stderr, err)
+		return o, err
 	}
+	comma := func(r rune) bool { return r == ',' }
 	o.skipPeer = map[string]bool{}
-	for _, p := range strings.FieldsFunc(skip, func(r rune) bool { return r == ',' }) {
+	for _, p := range strings.FieldsFunc(skip, comma) {
 		o.skipPeer[p] = true
+	}
+	o.phases = map[string]bool{}
+	for _, p := range strings.FieldsFunc(only, comma) {
+		if p != "streams" && p != "setup" && p != "memory" {
+			err := fmt.Errorf("connbench: -only: unknown measurement %q (streams, setup, memory)", p)
+			fmt.Fprintln(stderr, err)
+			return o, err
+		}
+		o.phases[p] = true
 	}
 	return o, nil
 }

@@ -118,9 +118,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}()
 	start := time.Now()
-	b.measureStreams(ctx)
-	b.measureSetup(ctx)
-	if k != nil && o.idle > 0 {
+	if o.phases["streams"] {
+		b.measureStreams(ctx)
+	}
+	if o.phases["setup"] {
+		b.measureSetup(ctx)
+	}
+	if k != nil && o.idle > 0 && o.phases["memory"] {
 		b.measureMemory(ctx, k)
 	}
 	if ctx.Err() != nil {
@@ -140,28 +144,34 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	return 0
 }
 
+// fdReserve is what each side needs besides the idle connections: the
+// pooled agent connections, listeners, the API, pipes.
+const fdReserve = 256
+
 // raiseFileLimit makes room for the idle agent connections on both sides;
 // the Connector inherits the hard limit and raises its soft limit to it.
+// Raising the hard limit needs CAP_SYS_RESOURCE; without it the run holds
+// as many idle connections as the hard limit leaves room for, and says so.
 func (b *bench) raiseFileLimit() error {
-	want := uint64(b.o.idle) + 8192
+	want := uint64(b.o.idle) + fdReserve
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("reading RLIMIT_NOFILE: %w", err)
 	}
 	if lim.Max < want {
-		lim.Max = want
+		raised := syscall.Rlimit{Cur: want, Max: want}
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
+			return nil
+		}
 	}
 	lim.Cur = lim.Max
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err == nil {
-		return nil
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		return fmt.Errorf("raising RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
 	}
-	// Not root: take what the hard limit allows and hold fewer connections.
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	lim.Cur = lim.Max
-	syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	if room := int(lim.Max) - 8192; room < b.o.idle {
+	if room := int(lim.Max) - fdReserve; room < b.o.idle {
+		asked := b.o.idle
 		b.o.idle = max(room, 0)
-		return fmt.Errorf("RLIMIT_NOFILE hard limit is %d and cannot be raised (not root?): holding %d idle connections instead", lim.Max, b.o.idle)
+		return fmt.Errorf("open-file hard limit is %d and cannot be raised here (no CAP_SYS_RESOURCE): held %d idle connections instead of %d", lim.Max, b.o.idle, asked)
 	}
 	return nil
 }
@@ -218,12 +228,19 @@ func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
 	return k
 }
 
-func (b *bench) present() []string {
+// present returns the peers that are running, in the order of round r: each
+// round starts one peer later, so no peer always follows the same neighbour
+// (socat's reaped children, a relay's buffers warming up).
+func (b *bench) present(r int) []string {
 	var out []string
 	for _, name := range peerOrder() {
 		if _, ok := b.peers[name]; ok {
 			out = append(out, name)
 		}
+	}
+	if len(out) > 0 {
+		k := r % len(out)
+		out = append(out[k:], out[:k]...)
 	}
 	return out
 }
@@ -239,7 +256,7 @@ func cpuOf(pid int) (time.Duration, bool) {
 func (b *bench) measureStreams(ctx context.Context) {
 	for r := range b.o.rounds {
 		for _, dir := range []string{toAgent, toPublic} {
-			for _, name := range b.present() {
+			for _, name := range b.present(r) {
 				if ctx.Err() != nil {
 					return
 				}
@@ -280,7 +297,7 @@ func (b *bench) measureSetup(ctx context.Context) {
 	for _, conc := range concurrencies() {
 		b.setups[conc] = map[string]*setupRuns{}
 		for r := range b.o.rounds {
-			for _, name := range b.present() {
+			for _, name := range b.present(r) {
 				if ctx.Err() != nil {
 					return
 				}
