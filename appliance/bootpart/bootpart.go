@@ -1,0 +1,216 @@
+// Package bootpart finds the appliance's boot partition, the FAT file system
+// the user edits from a laptop, and mounts it. It reads the volume label
+// from each block device's FAT boot sector itself, so the image needs no
+// udev and no /dev/disk/by-label.
+package bootpart
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultLabel is the volume label of the boot partition the image builds.
+const DefaultLabel = "IOFOG"
+
+// ErrNotFAT is returned by ReadLabel for a sector that is no FAT boot sector.
+var ErrNotFAT = errors.New("not a FAT boot sector")
+
+// ReadLabel returns the volume label in a FAT12/16/32 boot sector, trimmed
+// of the padding spaces. The boot sector's copy of the label is what
+// mkfs.vfat, go-diskfs and Windows all write.
+func ReadLabel(r io.ReaderAt) (string, error) {
+	var bs [512]byte
+	if _, err := r.ReadAt(bs[:], 0); err != nil {
+		return "", fmt.Errorf("read boot sector: %w", err)
+	}
+	if bs[510] != 0x55 || bs[511] != 0xAA {
+		return "", ErrNotFAT
+	}
+	bytesPerSector := binary.LittleEndian.Uint16(bs[11:13])
+	switch bytesPerSector {
+	case 512, 1024, 2048, 4096:
+	default:
+		return "", ErrNotFAT
+	}
+	if bs[13] == 0 || bs[16] == 0 { // sectors per cluster, number of FATs
+		return "", ErrNotFAT
+	}
+	// FAT32 has no fixed root directory (root entries 0) and a 32-bit
+	// FAT size; its extended boot record, and so the label, sits later.
+	rootEntries := binary.LittleEndian.Uint16(bs[17:19])
+	fatSize16 := binary.LittleEndian.Uint16(bs[22:24])
+	ebr := 36 // FAT12/16
+	if rootEntries == 0 && fatSize16 == 0 {
+		ebr = 64
+	}
+	// 0x29 is the extended boot signature that says the label is there.
+	if bs[ebr+2] != 0x29 {
+		return "", nil
+	}
+	label := strings.TrimRight(string(bs[ebr+7:ebr+18]), " \x00")
+	if label == "NO NAME" {
+		return "", nil
+	}
+	return label, nil
+}
+
+// Spec says which device is the boot partition: a device path
+// ("/dev/mmcblk0p1"), or "LABEL=NAME". Empty means LABEL=IOFOG.
+type Spec string
+
+func (s Spec) label() (string, bool) {
+	if s == "" {
+		return DefaultLabel, true
+	}
+	l, ok := strings.CutPrefix(string(s), "LABEL=")
+	return l, ok
+}
+
+// Finder looks for the boot partition among the block devices.
+type Finder struct {
+	Spec Spec
+	// SysBlock and Dev default to /sys/class/block and /dev.
+	SysBlock, Dev string
+}
+
+// Find returns the device path of the boot partition, or an error saying
+// which devices were looked at.
+func (f Finder) Find() (string, error) {
+	sysBlock, dev := or(f.SysBlock, "/sys/class/block"), or(f.Dev, "/dev")
+	label, byLabel := f.Spec.label()
+	if !byLabel {
+		p := string(f.Spec)
+		if _, err := os.Stat(p); err != nil {
+			return "", fmt.Errorf("boot partition %s (from iofog.boot=): %w", p, err)
+		}
+		return p, nil
+	}
+	ents, err := os.ReadDir(sysBlock)
+	if err != nil {
+		return "", fmt.Errorf("list block devices: %w", err)
+	}
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	// Partitions before whole disks, then by name, so a partitioned disk's
+	// first FAT partition wins over a stray superfloppy.
+	sort.SliceStable(names, func(i, j int) bool {
+		pi, pj := isPartition(sysBlock, names[i]), isPartition(sysBlock, names[j])
+		if pi != pj {
+			return pi
+		}
+		return names[i] < names[j]
+	})
+	var seen []string
+	for _, n := range names {
+		if skipDevice(n) {
+			continue
+		}
+		p := filepath.Join(dev, n)
+		got, err := labelOf(p)
+		if err != nil {
+			continue
+		}
+		seen = append(seen, fmt.Sprintf("%s=%q", n, got))
+		if strings.EqualFold(got, label) {
+			return p, nil
+		}
+	}
+	if len(seen) == 0 {
+		return "", fmt.Errorf("no FAT file system labelled %s: no block device with a FAT file system yet", label)
+	}
+	return "", fmt.Errorf("no FAT file system labelled %s (found %s)", label, strings.Join(seen, ", "))
+}
+
+// Wait calls Find until it succeeds or timeout passes. Between tries it
+// calls poll, which the appliance uses to load drivers for devices that
+// appeared meanwhile (USB and SD cards probe late).
+func (f Finder) Wait(ctx context.Context, timeout time.Duration, poll func()) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		p, err := f.Find()
+		if err == nil {
+			return p, nil
+		}
+		if poll != nil {
+			poll()
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("after waiting %s: %w", timeout, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func labelOf(dev string) (string, error) {
+	fd, err := os.OpenFile(dev, os.O_RDONLY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return "", err
+	}
+	defer fd.Close()
+	return ReadLabel(fd)
+}
+
+func isPartition(sysBlock, name string) bool {
+	_, err := os.Stat(filepath.Join(sysBlock, name, "partition"))
+	return err == nil
+}
+
+// skipDevice leaves out devices that never hold the boot partition and
+// that can block or wake hardware when opened.
+func skipDevice(name string) bool {
+	for _, p := range []string{"loop", "ram", "zram", "sr", "md", "dm-", "nbd"} {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return strings.HasPrefix(name, "mmcblk") && strings.Contains(name, "boot") // eMMC boot areas
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Mount mounts the FAT file system on dev at dir. "flush" writes data out
+// early, because the card can be pulled at any moment; the kernel needs
+// nls_cp437 and nls_ascii loaded for the default code page and charset.
+func Mount(dev, dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("mount boot partition: %w", err)
+	}
+	const flags = unix.MS_NOATIME | unix.MS_NODEV | unix.MS_NOSUID | unix.MS_NOEXEC
+	const opts = "flush,errors=remount-ro,shortname=mixed,fmask=0022,dmask=0022"
+	if err := unix.Mount(dev, dir, "vfat", flags, opts); err != nil {
+		return fmt.Errorf("mount %s on %s (vfat, %s): %w (a FAT mount fails with EINVAL until nls_cp437 and nls_ascii are loaded)", dev, dir, opts, err)
+	}
+	return nil
+}
+
+// Unmount flushes and unmounts dir; when the file system is busy it is
+// remounted read-only instead, which is as safe for a power-off.
+func Unmount(dir string) error {
+	unix.Sync()
+	if err := unix.Unmount(dir, 0); err == nil {
+		return nil
+	}
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("unmount %s, or remount it read-only: %w", dir, err)
+	}
+	return nil
+}
