@@ -426,7 +426,7 @@ func (a *agentConn) readLoop() string {
 		}
 		n, err := a.conn.Read(buf)
 		if n > 0 {
-			if n == len(beatMsg) && string(buf[:n]) == beatMsg {
+			if isBeats(buf[:n]) {
 				a.echo()
 			} else if ferr := a.forward(buf[:n]); ferr != nil {
 				return "public client write failed: " + describeErr(ferr)
@@ -440,6 +440,20 @@ func (a *agentConn) readLoop() string {
 			buf = *big
 		}
 	}
+}
+
+// isBeats reports whether a chunk is one or more whole BEATs: a heartbeat,
+// or several that TCP merged into one read. Anything else is payload.
+func isBeats(b []byte) bool {
+	if len(b) == 0 || len(b)%len(beatMsg) != 0 {
+		return false
+	}
+	for i := 0; i < len(b); i += len(beatMsg) {
+		if string(b[i:i+len(beatMsg)]) != beatMsg {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *agentConn) why(err error) string {

@@ -65,7 +65,8 @@ type Instance struct {
 	Client *http.Client
 	Base   string // API base URL, e.g. http://127.0.0.1:41234
 	cancel context.CancelFunc
-	done   chan error
+	done   chan struct{} // closed when Run returned
+	err    error         // Run's result, set before done is closed
 }
 
 // Start runs a Connector with opts until the test ends (or Stop). Empty
@@ -86,12 +87,12 @@ func Start(t testing.TB, opts relay.Options) *Instance {
 		t.Fatalf("relay.New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	in := &Instance{Connector: c, Opts: opts, cancel: cancel, done: make(chan error, 1), Client: &http.Client{Timeout: 30 * time.Second}}
-	go func() { in.done <- c.Run(ctx) }()
+	in := &Instance{Connector: c, Opts: opts, cancel: cancel, done: make(chan struct{}), Client: &http.Client{Timeout: 30 * time.Second}}
+	go func() { in.err = c.Run(ctx); close(in.done) }()
 	select {
 	case <-c.Ready():
-	case err := <-in.done:
-		t.Fatalf("connector stopped before it was ready: %v", err)
+	case <-in.done:
+		t.Fatalf("connector stopped before it was ready: %v", in.err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("connector not ready after 30 s")
 	}
@@ -109,26 +110,23 @@ func (in *Instance) Stop(t testing.TB) {
 	t.Helper()
 	in.cancel()
 	select {
-	case err, ok := <-in.done:
-		if ok && err != nil {
-			t.Errorf("connector Run: %v", err)
+	case <-in.done:
+		if in.err != nil {
+			t.Errorf("connector Run: %v", in.err)
 		}
-		close(in.done)
 	case <-time.After(30 * time.Second):
 		t.Error("connector did not stop within 30 s")
 	}
 }
 
-// Wait returns Run's result (after a commandline stop, say).
-func (in *Instance) Wait(timeout time.Duration) (error, bool) {
+// Wait waits for Run to return (after a commandline stop, say) and returns
+// its result; done is false if it did not return within timeout.
+func (in *Instance) Wait(timeout time.Duration) (done bool, err error) {
 	select {
-	case err, ok := <-in.done:
-		if ok {
-			close(in.done)
-		}
-		return err, true
+	case <-in.done:
+		return true, in.err
 	case <-time.After(timeout):
-		return nil, false
+		return false, nil
 	}
 }
 
