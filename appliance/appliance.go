@@ -1,0 +1,357 @@
+// Package appliance is PID 1 of the appliance image: it mounts the kernel's
+// file systems, loads the kernel modules the initramfs carries, finds and
+// mounts the FAT boot partition, decides the config (falling back to the
+// last good one), brings up the network, the clock, TLS and the firewall,
+// runs the Connector as a supervised child, keeps STATUS.txt on the boot
+// partition current, pings the hardware watchdog while the Connector is
+// healthy, and powers off cleanly on request.
+//
+// PID 1 must never exit or panic (the kernel would panic with it), so every
+// goroutine here recovers, logs and carries on, and Run ends only by
+// powering off or rebooting the machine.
+package appliance
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/appliance/bootconfig"
+	"github.com/eclipse-iofog/iofog-connector/appliance/bootpart"
+	"github.com/eclipse-iofog/iofog-connector/appliance/logfile"
+	"github.com/eclipse-iofog/iofog-connector/appliance/reaper"
+	"github.com/eclipse-iofog/iofog-connector/appliance/status"
+	"github.com/eclipse-iofog/iofog-connector/appliance/watchdog"
+	"github.com/eclipse-iofog/iofog-connector/atomicfile"
+	"github.com/eclipse-iofog/iofog-connector/kmod"
+	"github.com/eclipse-iofog/iofog-connector/schema"
+)
+
+// Options configure Run.
+type Options struct {
+	Version string // shown on the console and in STATUS.txt
+}
+
+// Where things live on the appliance. The boot partition is the only
+// persistent storage; everything else is the initramfs, in RAM.
+const (
+	BootDir      = "/boot"
+	StatusFile   = "STATUS.txt"
+	LogFile      = "iofog-connector.log"
+	StateSubdir  = "state" // mapping store, last good config, last known time
+	TLSSubdir    = "tls"   // server-cert.pem, server-key.pem
+	etcDir       = "/etc/iofog-connector"
+	settingsFile = etcDir + "/iofog-connector.conf"
+	volatileDir  = "/run/iofog" // stands in for the boot partition when there is none
+)
+
+// Kernel command line keys.
+const (
+	argBoot      = "iofog.boot"      // boot partition: /dev/NAME or LABEL=NAME
+	argBootWait  = "iofog.bootwait"  // how long to wait for it, a Go duration
+	argTestHooks = "iofog.testhooks" // 1: accept test commands on the console
+	argLogLevel  = "iofog.loglevel"  // debug, info, warn, error
+)
+
+// defaultBootWait bounds the wait for the boot partition: SD cards and USB
+// disks can take seconds to appear.
+const defaultBootWait = 30 * time.Second
+
+// system is the running appliance's state; one per boot.
+type system struct {
+	opts    Options
+	log     *slog.Logger
+	level   *slog.LevelVar
+	console io.Writer
+	cmdline Cmdline
+	self    string
+	booted  time.Time
+
+	reaper *reaper.Reaper
+	loader *kmod.Loader // nil when the initramfs has no module index
+
+	bootDev  string // "" when no boot partition was found
+	dataDir  string // BootDir, or volatileDir without a boot partition
+	stateDir string
+	tlsDir   string
+	cfg      *schema.Config
+	cfgPath  string // what the Connector child is given with --config
+
+	logFile  *logfile.Writer   // nil unless the config asks
+	watchdog *watchdog.Feeder // nil without /dev/watchdog
+
+	statusW *status.Writer
+	stMu    sync.Mutex
+	st      status.Status
+	printed string // last status printed on the console
+}
+
+// Run boots the appliance and returns only if powering off failed.
+func Run(opts Options) int {
+	s := &system{opts: opts, booted: time.Now(), level: new(slog.LevelVar)}
+	s.console = os.Stderr
+	if err := mountEarly(); err != nil {
+		fmt.Fprintf(os.Stderr, "iofog-connector init: %v\n", err)
+	}
+	if c, err := openConsole(); err == nil {
+		s.console = c
+	} else {
+		fmt.Fprintf(os.Stderr, "iofog-connector init: %v\n", err)
+	}
+	s.log = slog.New(slog.NewTextHandler(s.console, &slog.HandlerOptions{Level: s.level}))
+	s.log.Info("iofog-connector appliance starting", "version", opts.Version, "pid", os.Getpid())
+
+	b, _ := os.ReadFile("/proc/cmdline")
+	s.cmdline = ParseCmdline(string(b))
+	if lv, ok := s.cmdline[argLogLevel]; ok {
+		if err := s.level.UnmarshalText([]byte(lv)); err != nil {
+			s.log.Warn("ignoring bad log level on the kernel command line", "arg", argLogLevel, "value", lv)
+		}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		self = "/init"
+	}
+	s.self = self
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.reaper = reaper.New(s.log)
+	s.goSafe("reaper", func() { s.reaper.Run(ctx) })
+
+	action := s.boot(ctx)
+	return s.shutdown(action)
+}
+
+// goSafe runs fn in a goroutine that survives its panics: logged, and the
+// system stays up.
+func (s *system) goSafe(name string, fn func()) {
+	go func() {
+		defer s.recoverPanic(name)
+		fn()
+	}()
+}
+
+func (s *system) recoverPanic(where string) {
+	if r := recover(); r != nil {
+		s.log.Error("internal error recovered; the appliance keeps running", "in", where, "panic", r)
+		s.problem(fmt.Sprintf("internal error in %s: %v (please report)", where, r))
+	}
+}
+
+// stage runs one boot step, recovering from a panic in it, so one broken
+// step costs that step and not the boot.
+func (s *system) stage(name string, fn func() error) {
+	defer s.recoverPanic(name)
+	start := time.Now()
+	err := fn()
+	if err != nil {
+		s.log.Error("boot step failed; continuing", "step", name, "err", err)
+		s.problem(name + ": " + err.Error())
+		return
+	}
+	s.log.Debug("boot step done", "step", name, "took", time.Since(start).Round(time.Millisecond))
+}
+
+// boot runs the boot sequence, then supervises until something asks for a
+// power-off or reboot, and returns which.
+func (s *system) boot(ctx context.Context) powerAction {
+	s.stage("file limits", raiseFileLimits)
+	s.stage("modprobe helper", func() error { return installModprobe(s.self) })
+	s.stage("kernel modules", func() error { return s.loadModules(ctx) })
+	s.stage("boot partition", func() error { return s.mountBoot(ctx) })
+	s.stage("config", s.loadConfig)
+	s.setStatus(func(*status.Status) {})
+	s.log.Info("boot partition and config ready", "since_boot", time.Since(s.booted).Round(time.Millisecond))
+
+	return s.run(ctx)
+}
+
+func (s *system) loadModules(ctx context.Context) error {
+	l, err := kmod.OpenLoader(kmod.IndexFile, s.log.With("part", "kmod"))
+	if errors.Is(err, os.ErrNotExist) {
+		s.log.Info("no kernel module index in the initramfs; relying on built-in drivers", "index", kmod.IndexFile)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	s.loader = l
+	var errs []error
+	// The RNG first: early getrandom blocks until the pool is seeded, and
+	// a hardware RNG seeds it in milliseconds instead of a second or more.
+	for _, rng := range []string{"virtio_rng", "bcm2835_rng", "iproc_rng200"} {
+		if _, ok := l.Index().Module(rng); ok {
+			if err := l.Load(ctx, rng); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	if err := l.LoadBoot(ctx); err != nil {
+		errs = append(errs, err)
+	}
+	if err := l.Coldplug(ctx, "/sys"); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// coldplug loads drivers for devices that appeared since the last round.
+func (s *system) coldplug(ctx context.Context) {
+	if s.loader == nil {
+		return
+	}
+	if err := s.loader.Coldplug(ctx, "/sys"); err != nil {
+		s.log.Debug("coldplug", "err", err)
+	}
+}
+
+func (s *system) mountBoot(ctx context.Context) error {
+	s.dataDir = volatileDir
+	defer func() {
+		s.stateDir = filepath.Join(s.dataDir, StateSubdir)
+		s.tlsDir = filepath.Join(s.dataDir, TLSSubdir)
+		for _, d := range []string{s.stateDir, s.tlsDir} {
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				s.log.Error("cannot create directory", "dir", d, "err", err)
+			}
+		}
+		path := filepath.Join(s.dataDir, StatusFile)
+		s.statusW = &status.Writer{Path: path, MinInterval: 10 * time.Second, OnError: func(err error) {
+			s.log.Error("cannot write status file", "err", err)
+		}}
+	}()
+	wait := defaultBootWait
+	if v, ok := s.cmdline[argBootWait]; ok {
+		if d, err := time.ParseDuration(v); err == nil {
+			wait = d
+		}
+	}
+	f := bootpart.Finder{Spec: bootpart.Spec(s.cmdline[argBoot])}
+	dev, err := f.Wait(ctx, wait, func() { s.coldplug(ctx) })
+	if err != nil {
+		return fmt.Errorf("%w; running without it: config is the built-in default, nothing is kept across reboots (check the card, or set %s= on the kernel command line)", err, argBoot)
+	}
+	if err := bootpart.Mount(dev, BootDir); err != nil {
+		return err
+	}
+	s.bootDev, s.dataDir = dev, BootDir
+	s.log.Info("boot partition mounted", "device", dev, "at", BootDir)
+	return nil
+}
+
+func (s *system) loadConfig() error {
+	bootDir := BootDir
+	if s.bootDev == "" {
+		bootDir = volatileDir
+	}
+	r := bootconfig.Load(bootDir, s.stateDir)
+	s.cfg = r.Config
+	for _, w := range r.Warnings {
+		s.problem(w)
+	}
+	using := r.Source.String()
+	switch r.Source {
+	case bootconfig.FromFile:
+		using = r.File
+	case bootconfig.FromLastGood:
+		using = "last good config (" + strings.TrimPrefix(r.Path, s.dataDir+"/") + ")"
+	}
+	s.setStatus(func(st *status.Status) {
+		st.Config = status.Config{File: r.File, Ignored: r.Ignored, Using: using, Valid: r.Valid(), Errors: r.Errors}
+	})
+	switch {
+	case r.File == "":
+		s.log.Info("no config file on the boot partition; using the built-in default", "looked_for", strings.Join(bootconfig.Names(), ", "))
+	case r.Valid():
+		s.log.Info("config", "file", r.File, "ignored", r.Ignored)
+	default:
+		s.log.Error("config file is invalid; running on the "+using, "file", r.File)
+		for _, e := range r.Errors {
+			s.log.Error("config error: " + e)
+		}
+	}
+	if len(r.Ignored) > 0 {
+		s.log.Warn("other config files are ignored", "using", r.File, "ignored", r.Ignored)
+	}
+	if lv := s.cfg.Log.Level; lv != "" {
+		if _, set := s.cmdline[argLogLevel]; !set {
+			_ = s.level.UnmarshalText([]byte(lv))
+		}
+	}
+
+	// The original's five-key settings file, for the CLI and for anyone who
+	// looks; the Connector child reads the full config, so the appliance
+	// settings (API ports, firewall) reach it too.
+	settings, err := schema.CompileSettings(s.cfg, true)
+	if err != nil {
+		return fmt.Errorf("compile settings: %w", err)
+	}
+	if err := os.MkdirAll(etcDir, 0o755); err != nil {
+		return err
+	}
+	if err := atomicfile.Write(settingsFile, settings, 0o644, atomicfile.Options{}); err != nil {
+		return err
+	}
+	s.cfgPath = settingsFile
+	if r.Path != "" {
+		data, err := os.ReadFile(r.Path)
+		if err != nil {
+			return fmt.Errorf("copy config for the Connector: %w", err)
+		}
+		full := filepath.Join(etcDir, "connector"+filepath.Ext(r.Path))
+		if err := atomicfile.Write(full, data, 0o644, atomicfile.Options{}); err != nil {
+			return err
+		}
+		s.cfgPath = full
+	}
+
+	if s.cfg.Log.File && s.bootDev != "" {
+		w, err := logfile.Open(filepath.Join(BootDir, LogFile), int64(s.cfg.Log.MaxSize)*1024)
+		if err != nil {
+			return err
+		}
+		s.logFile = w
+	}
+	return nil
+}
+
+// problem records something a person should know in STATUS.txt.
+func (s *system) problem(msg string) {
+	s.setStatus(func(st *status.Status) { st.Problems = append(st.Problems, msg) })
+}
+
+// setStatus changes the status, writes STATUS.txt if due and shows it on
+// the console when it changed.
+func (s *system) setStatus(change func(*status.Status)) {
+	s.stMu.Lock()
+	change(&s.st)
+	s.st.Version = s.opts.Version
+	s.st.Booted = s.booted
+	s.st.BootDev = s.bootDev
+	st := s.st
+	st.Problems = append([]string(nil), s.st.Problems...)
+	w := s.statusW
+	text := string(status.Render(st))
+	show := text != s.printed
+	s.printed = text
+	s.stMu.Unlock()
+	if w != nil {
+		w.Update(st)
+	}
+	if show && w != nil {
+		// The console shows what STATUS.txt says, as it changes.
+		var b strings.Builder
+		for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
+			b.WriteString("status| " + l + "\n")
+		}
+		io.WriteString(s.console, b.String())
+	}
+}
