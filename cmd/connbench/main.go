@@ -94,6 +94,7 @@ func runRelay(ctx context.Context, args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:0", "address to accept on")
 	to := fs.String("to", "", "address to relay each connection to")
+	copyBuf := fs.Int("copy", 0, "copy through a user-space buffer of this many bytes instead of splicing (0: splice)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -107,7 +108,13 @@ func runRelay(ctx context.Context, args []string, stderr io.Writer) int {
 		log.Error("connbench relay: cannot listen", "addr", *listen, "err", err)
 		return 1
 	}
-	if err := splice.Serve(ctx, ln, *to); err != nil {
+	serve := splice.Serve
+	if *copyBuf > 0 {
+		serve = func(ctx context.Context, ln net.Listener, to string) error {
+			return splice.ServeCopy(ctx, ln, to, *copyBuf)
+		}
+	}
+	if err := serve(ctx, ln, *to); err != nil {
 		log.Error("connbench relay stopped", "err", err)
 		return 1
 	}

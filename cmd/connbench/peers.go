@@ -174,12 +174,18 @@ func startProxy(name, bin string, port int, args []string) (peer, error) {
 	return peer{name: name, addr: addr, pid: c.pid(), stop: c.stop}, nil
 }
 
-func startSplice(self, target string) (peer, error) {
+// startSplice runs connbench's reference relay as a child: splicing, or
+// copying through a buffer of copyBuf bytes when copyBuf > 0.
+func startSplice(self, target string, copyBuf int) (peer, error) {
 	port, err := freePort()
 	if err != nil {
 		return peer{}, err
 	}
-	return startProxy("splice", self, port, []string{"relay", "-listen", "127.0.0.1:" + strconv.Itoa(port), "-to", target})
+	name := "splice relay"
+	if copyBuf > 0 {
+		name = "copy relay"
+	}
+	return startProxy(name, self, port, []string{"relay", "-listen", "127.0.0.1:" + strconv.Itoa(port), "-to", target, "-copy", strconv.Itoa(copyBuf)})
 }
 
 func startSocat(target string) (peer, error) {

@@ -34,12 +34,17 @@ const (
 const (
 	pDirect    = "direct"
 	pSplice    = "splice"
+	pCopy      = "copy"
 	pHAProxy   = "haproxy"
 	pSocat     = "socat"
 	pConnector = "connector"
 )
 
-func peerOrder() []string { return []string{pDirect, pSplice, pHAProxy, pSocat, pConnector} }
+func peerOrder() []string { return []string{pDirect, pSplice, pCopy, pHAProxy, pSocat, pConnector} }
+
+// copyBuf is the copy relay's buffer, the size the Connector reads agent
+// bytes with once a session is busy.
+const copyBuf = 64 << 10
 
 // concurrencies are the numbers of clients setting up sessions at once.
 func concurrencies() []int { return []int{1, 8} }
@@ -180,10 +185,17 @@ func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
 	self, err := os.Executable()
 	if err != nil {
 		b.missing[pSplice] = fmt.Sprintf("cannot find connbench's own binary to run the relay: %v", err)
-	} else if p, err := startSplice(self, target); err != nil {
-		b.missing[pSplice] = err.Error()
 	} else {
-		b.peers[pSplice] = p
+		if p, err := startSplice(self, target, 0); err != nil {
+			b.missing[pSplice] = err.Error()
+		} else {
+			b.peers[pSplice] = p
+		}
+		if p, err := startSplice(self, target, copyBuf); err != nil {
+			b.missing[pCopy] = err.Error()
+		} else {
+			b.peers[pCopy] = p
+		}
 	}
 	starters := map[string]func() (peer, error){
 		pSocat:   func() (peer, error) { return startSocat(target) },
@@ -231,9 +243,12 @@ func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
 // present returns the peers that are running, in the order of round r: each
 // round starts one peer later, so no peer always follows the same neighbour
 // (socat's reaped children, a relay's buffers warming up).
-func (b *bench) present(r int) []string {
+func (b *bench) present(r int, streams bool) []string {
 	var out []string
 	for _, name := range peerOrder() {
+		if name == pCopy && !streams {
+			continue // sets up sessions exactly as the splice relay does
+		}
 		if _, ok := b.peers[name]; ok {
 			out = append(out, name)
 		}
@@ -256,7 +271,7 @@ func cpuOf(pid int) (time.Duration, bool) {
 func (b *bench) measureStreams(ctx context.Context) {
 	for r := range b.o.rounds {
 		for _, dir := range []string{toAgent, toPublic} {
-			for _, name := range b.present(r) {
+			for _, name := range b.present(r, true) {
 				if ctx.Err() != nil {
 					return
 				}
@@ -297,7 +312,7 @@ func (b *bench) measureSetup(ctx context.Context) {
 	for _, conc := range concurrencies() {
 		b.setups[conc] = map[string]*setupRuns{}
 		for r := range b.o.rounds {
-			for _, name := range b.present(r) {
+			for _, name := range b.present(r, false) {
 				if ctx.Err() != nil {
 					return
 				}
@@ -436,6 +451,8 @@ func label(name string) string {
 	switch name {
 	case pSplice:
 		return "splice relay"
+	case pCopy:
+		return "copy relay"
 	case pConnector:
 		return "Connector"
 	}
@@ -443,6 +460,20 @@ func label(name string) string {
 }
 
 func (b *bench) rows() []report.Row {
+	var rows []report.Row
+	if b.o.phases["streams"] {
+		rows = append(rows, b.streamRows()...)
+	}
+	if b.o.phases["setup"] {
+		rows = append(rows, b.setupRows()...)
+	}
+	if b.o.phases["memory"] && b.o.idle > 0 {
+		rows = append(rows, b.memoryRows()...)
+	}
+	return rows
+}
+
+func (b *bench) streamRows() []report.Row {
 	var rows []report.Row
 	targets := map[string]float64{toAgent: 0.9, toPublic: 0.7}
 	cpuTargets := map[string]float64{toAgent: 0.35, toPublic: 0.6}
@@ -464,6 +495,7 @@ func (b *bench) rows() []report.Row {
 			cmp(pConnector, pSocat, report.Target{}),
 			cmp(pConnector, pDirect, report.Target{}),
 			cmp(pSplice, pDirect, report.Target{}),
+			cmp(pCopy, pDirect, report.Target{}),
 			cmp(pHAProxy, pDirect, report.Target{}),
 			cmp(pSocat, pDirect, report.Target{}),
 		)
@@ -482,10 +514,16 @@ func (b *bench) rows() []report.Row {
 		}
 		rows = append(rows,
 			cpu(pConnector, report.Target{Limit: cpuTargets[dir], Unit: "s/GiB"}),
+			cpu(pCopy, report.Target{}),
 			cpu(pHAProxy, report.Target{}),
 			cpu(pSocat, report.Target{}),
 		)
 	}
+	return rows
+}
+
+func (b *bench) setupRows() []report.Row {
+	var rows []report.Row
 	for _, conc := range concurrencies() {
 		cmp := func(value, base string, t report.Target) report.Row {
 			who := label(value)
@@ -510,6 +548,10 @@ func (b *bench) rows() []report.Row {
 			cmp(pSocat, pDirect, report.Target{}),
 		)
 	}
+	return rows
+}
+
+func (b *bench) memoryRows() []report.Row {
 	perConn, heapPerConn := math.NaN(), math.NaN()
 	if b.mem.held > 0 {
 		perConn = float64(b.mem.rss1-b.mem.rss0) / float64(b.mem.held) / 1024
@@ -522,7 +564,7 @@ func (b *bench) rows() []report.Row {
 		memNote = join(memNote, fmt.Sprintf("only %d of %d connections held", b.mem.held, b.o.idle))
 	}
 	kib := func(v float64) string { return fmt.Sprintf("%.2f KiB", v) }
-	rows = append(rows,
+	return []report.Row{
 		report.Row{
 			Figure:   fmt.Sprintf("memory per idle agent connection (%d held): RSS", b.o.idle),
 			Value:    perConn,
@@ -538,8 +580,7 @@ func (b *bench) rows() []report.Row {
 			Format:   kib,
 			Note:     map[bool]string{false: "the Connector serves no go_memstats on /metrics", true: ""}[b.mem.heapOK || b.mem.held == 0],
 		},
-	)
-	return rows
+	}
 }
 
 func (b *bench) writeReport(ctx context.Context, w io.Writer, took time.Duration) {

@@ -16,6 +16,19 @@ import (
 // Serve relays every connection accepted on ln to a fresh connection to
 // target, until ctx ends. It closes ln when it returns.
 func Serve(ctx context.Context, ln net.Listener, target string) error {
+	return serve(ctx, ln, target, 0)
+}
+
+// ServeCopy is Serve copying through a user-space buffer of bufSize bytes
+// instead of splice(2): what a relay pays when it must look at every byte.
+func ServeCopy(ctx context.Context, ln net.Listener, target string, bufSize int) error {
+	if bufSize <= 0 {
+		return fmt.Errorf("splice relay: copy buffer size %d is not positive", bufSize)
+	}
+	return serve(ctx, ln, target, bufSize)
+}
+
+func serve(ctx context.Context, ln net.Listener, target string, bufSize int) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
 	var wg sync.WaitGroup
@@ -38,25 +51,34 @@ func Serve(ctx context.Context, ln net.Listener, target string) error {
 				return // the client sees its connection close, as with any relay whose target is down
 			}
 			defer up.Close()
-			pipe(c.(*net.TCPConn), up.(*net.TCPConn))
+			pipe(c.(*net.TCPConn), up.(*net.TCPConn), bufSize)
 		}()
 	}
 }
 
 // pipe copies both ways and passes each half-close on, so EOF reaches the far
 // end exactly as it would without the relay.
-func pipe(a, b *net.TCPConn) {
+func pipe(a, b *net.TCPConn, bufSize int) {
 	done := make(chan struct{})
 	go func() {
-		copyHalf(b, a)
+		copyHalf(b, a, bufSize)
 		close(done)
 	}()
-	copyHalf(a, b)
+	copyHalf(a, b, bufSize)
 	<-done
 }
 
-func copyHalf(dst, src *net.TCPConn) {
-	_, err := io.Copy(dst, src)
+// onlyReader hides the *net.TCPConn behind an io.Reader so io.CopyBuffer
+// cannot splice.
+type onlyReader struct{ io.Reader }
+
+func copyHalf(dst, src *net.TCPConn, bufSize int) {
+	var err error
+	if bufSize > 0 {
+		_, err = io.CopyBuffer(struct{ io.Writer }{dst}, onlyReader{src}, make([]byte, bufSize))
+	} else {
+		_, err = io.Copy(dst, src)
+	}
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		// A reset on one side: tear down both so the other copy ends too.
 		src.Close()
