@@ -84,7 +84,7 @@ type system struct {
 	cfg      *schema.Config
 	cfgPath  string // what the Connector child is given with --config
 
-	logFile  *logfile.Writer   // nil unless the config asks
+	logFile  *logfile.Writer  // nil unless the config asks
 	watchdog *watchdog.Feeder // nil without /dev/watchdog
 
 	statusW *status.Writer
