@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -20,6 +21,7 @@ import (
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/procstat"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/report"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/traffic"
+	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 )
 
 // The two directions of a public session. The far end stands in for the
@@ -38,9 +40,12 @@ const (
 	pHAProxy   = "haproxy"
 	pSocat     = "socat"
 	pConnector = "connector"
+	pAgent     = "connector+agent" // through the Connector and relay/agentclient to the far end
 )
 
-func peerOrder() []string { return []string{pDirect, pSplice, pCopy, pHAProxy, pSocat, pConnector} }
+func peerOrder() []string {
+	return []string{pDirect, pSplice, pCopy, pHAProxy, pSocat, pConnector, pAgent}
+}
 
 // copyBuf is the copy relay's buffer, the size the Connector reads agent
 // bytes with once a session is busy.
@@ -81,6 +86,22 @@ type bench struct {
 	setups  map[int]map[string]*setupRuns
 	mem     memory
 	notes   []string
+	// loadStart is the load average when measuring began.
+	loadStart string
+}
+
+// loadavg returns the 1-minute load average: on shared cores, the figures
+// are only as steady as this is low.
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "unknown"
+	}
+	return f[0]
 }
 
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -95,8 +116,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		streams: map[string]map[string]*stream{toAgent: {}, toPublic: {}},
 		setups:  map[int]map[string]*setupRuns{},
 	}
-	if err := b.raiseFileLimit(); err != nil {
-		b.notes = append(b.notes, err.Error())
+	if o.phases["memory"] {
+		if err := b.raiseFileLimit(); err != nil {
+			b.notes = append(b.notes, err.Error())
+		}
 	}
 	dir, err := os.MkdirTemp("", "connbench-")
 	if err != nil {
@@ -123,6 +146,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 	}()
 	start := time.Now()
+	b.loadStart = loadavg()
 	if o.phases["streams"] {
 		b.measureStreams(ctx)
 	}
@@ -237,7 +261,40 @@ func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
 		b.notes = append(b.notes, fmt.Sprintf("only %d of %d pooled agent connections authenticated within 15s", got, b.o.pool))
 	}
 	b.peers[pConnector] = k.peer(m)
+	if p, err := b.startAgentClient(ctx, k, target); err != nil {
+		b.missing[pAgent] = err.Error()
+	} else {
+		b.peers[pAgent] = p
+	}
 	return k
+}
+
+// startAgentClient puts the project's agent client between the Connector and
+// the far end, as on a real agent: the whole path a user's bytes take, two
+// relays deep. Its CPU is not charged (it runs inside connbench).
+func (b *bench) startAgentClient(ctx context.Context, k *connector, target string) (peer, error) {
+	m, err := k.addPublic(b.o.pool)
+	if err != nil {
+		return peer{}, err
+	}
+	_, farPort, _ := net.SplitHostPort(target)
+	port, _ := strconv.Atoi(farPort)
+	// The Controller's settings for an agent's network container (PROTOCOL.md §5).
+	client, err := agentclient.New(agentclient.Config{
+		Mode: "public", Host: "127.0.0.1", Port: m.Port1, Passcode: m.Passcode1,
+		ConnectionCount: b.o.pool, LocalHost: "127.0.0.1", LocalPort: port,
+		HeartbeatFrequency: 20000, HeartbeatAbsenceThreshold: 60000, DevMode: true,
+	}, agentclient.Options{RetryDelay: 10 * time.Millisecond})
+	if err != nil {
+		return peer{}, fmt.Errorf("agent client: %w", err)
+	}
+	go client.Run(ctx)
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := client.WaitAuthorized(wctx, b.o.pool); err != nil {
+		return peer{}, fmt.Errorf("agent client: %d of %d pooled connections authorized within 15s: %w", client.Stats().Idle, b.o.pool, err)
+	}
+	return peer{name: pAgent, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port2))}, nil
 }
 
 // present returns the peers that are running, in the order of round r: each
@@ -455,6 +512,8 @@ func label(name string) string {
 		return "copy relay"
 	case pConnector:
 		return "Connector"
+	case pAgent:
+		return "Connector + agent client"
 	}
 	return name
 }
@@ -494,6 +553,7 @@ func (b *bench) streamRows() []report.Row {
 			cmp(pConnector, pHAProxy, report.Target{AtLeast: true, Limit: 2.0, OnRatio: true}),
 			cmp(pConnector, pSocat, report.Target{}),
 			cmp(pConnector, pDirect, report.Target{}),
+			cmp(pAgent, pSplice, report.Target{}),
 			cmp(pSplice, pDirect, report.Target{}),
 			cmp(pCopy, pDirect, report.Target{}),
 			cmp(pHAProxy, pDirect, report.Target{}),
@@ -543,6 +603,7 @@ func (b *bench) setupRows() []report.Row {
 		rows = append(rows,
 			cmp(pConnector, pSplice, report.Target{AtLeast: true, Limit: 1.0, OnRatio: true}),
 			cmp(pConnector, pDirect, report.Target{}),
+			cmp(pAgent, pSplice, report.Target{}),
 			cmp(pSplice, pDirect, report.Target{}),
 			cmp(pHAProxy, pDirect, report.Target{}),
 			cmp(pSocat, pDirect, report.Target{}),
@@ -586,7 +647,8 @@ func (b *bench) memoryRows() []report.Row {
 func (b *bench) writeReport(ctx context.Context, w io.Writer, took time.Duration) {
 	osRelease, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	fmt.Fprintf(w, "iofog-connector relay benchmark, %s\n", time.Now().UTC().Format(time.RFC3339))
-	fmt.Fprintf(w, "host: Linux %s, %d CPUs, %s; measured in %v\n", strings.TrimSpace(string(osRelease)), runtime.NumCPU(), runtime.Version(), took.Round(time.Second))
+	fmt.Fprintf(w, "host: Linux %s, %d CPUs, %s; measured in %v; load average %s at start, %s at end\n",
+		strings.TrimSpace(string(osRelease)), runtime.NumCPU(), runtime.Version(), took.Round(time.Second), b.loadStart, loadavg())
 	fmt.Fprintf(w, "connector: %s\n", version(ctx, b.o.bin, "version"))
 	fmt.Fprintf(w, "socat: %s; haproxy: %s\n", socatVersion(ctx), version(ctx, "haproxy", "-v"))
 	fmt.Fprintf(w, "settings: -stream %v -rounds %d -setup %v -pool %d -idle %d (medians over rounds; loopback; CPU from /proc/PID/stat)\n\n",
