@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -148,12 +149,22 @@ func New(opts Options) (*Connector, error) {
 }
 
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
+	const hint = "dev is false, so the API and every data port need TLS; create the pair with `iofog-connector cert` or set dev to true"
 	if certFile == "" || keyFile == "" {
-		return tls.Certificate{}, errors.New("dev is false but no TLS certificate and key files are configured")
+		return tls.Certificate{}, errors.New("no TLS certificate and key files configured: " + hint)
 	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certPEM, err := os.ReadFile(certFile)
 	if err != nil {
-		return tls.Certificate{}, fmt.Errorf("load TLS certificate %s and key %s: %w (dev is false, so the API and data ports need them; create them with `iofog-connector cert`)", certFile, keyFile, err)
+		return tls.Certificate{}, fmt.Errorf("TLS certificate %s: %w (%s)", certFile, err, hint)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("TLS key %s: %w (%s)", keyFile, err, hint)
+	}
+	// X509KeyPair takes PKCS#8, PKCS#1 and SEC1 (EC) keys alike.
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("TLS certificate %s with key %s: %w", certFile, keyFile, err)
 	}
 	return cert, nil
 }

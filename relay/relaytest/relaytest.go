@@ -198,3 +198,6 @@ func (w tWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+// Quiet is a logger that drops everything, for fuzzing and benchmarks.
+func Quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
