@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eclipse-iofog/iofog-connector/relay/portpool"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
 
@@ -51,17 +52,6 @@ const DefaultPublicWait = 10 * time.Second
 // the pool offers it again (§7.9).
 const portHold = time.Minute
 
-// portPool is what the Connector needs of its port pool. It is not safe for
-// concurrent use; Connector.mu guards it.
-type portPool interface {
-	Take2() (p1, p2 uint16, err error)
-	Reserve(port uint16) error
-	Release(port uint16)
-	Hold(port uint16, until time.Time)
-	Free() int
-	Contains(port uint16) bool
-}
-
 // Connector is one running Connector.
 type Connector struct {
 	opts       Options
@@ -77,7 +67,7 @@ type Connector struct {
 	// mu serializes adds, removes and store writes, and guards the pool
 	// and the mapping table.
 	mu       sync.Mutex
-	pool     portPool
+	pool     *portpool.Pool
 	mappings map[string]*mapping
 	order    []string // store order
 	rewrite  bool     // the store must be rewritten at start (it was restored)
@@ -120,7 +110,7 @@ func New(opts Options) (*Connector, error) {
 		c.apiTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		c.dataTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	}
-	pool, err := newLocalPool(c.cfg.Ports, c.cfg.Exclude)
+	pool, err := portpool.New(c.cfg.Ports, c.cfg.Exclude)
 	if err != nil {
 		return nil, fmt.Errorf("port pool from the config's ports and exclude: %w", err)
 	}
