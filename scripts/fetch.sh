@@ -172,7 +172,8 @@ download() {
 unpack() {
 	local deb=$1 dest=$2 sum stamp
 	shift 2
-	sum=$(sha256sum "$deb" | cut -d' ' -f1)
+	# The stamp covers the patterns too, so widening the list re-unpacks.
+	sum="$(sha256sum "$deb" | cut -d' ' -f1) $(printf '%s\n' "$@" | sha256sum | cut -c1-16)"
 	stamp=$dest/.unpacked-$(basename "$deb" .deb)
 	if [[ -e $stamp && $(cat "$stamp") == "$sum" ]]; then
 		return 0
@@ -203,10 +204,10 @@ module_dirs=(
 	'./lib/modules/*/kernel/fs/fat/*'
 	'./lib/modules/*/kernel/fs/nls/*'
 	'./lib/modules/*/kernel/fs/efivarfs/*'
+	'./lib/modules/*/kernel/net/core/*'
 	'./lib/modules/*/kernel/net/netfilter/*'
-	'./lib/modules/*/kernel/net/ipv4/netfilter/*'
-	'./lib/modules/*/kernel/net/ipv6/netfilter/*'
-	'./lib/modules/*/kernel/net/ipv6/ipv6.ko'
+	'./lib/modules/*/kernel/net/ipv4/*'
+	'./lib/modules/*/kernel/net/ipv6/*'
 	'./lib/modules/*/kernel/drivers/ata/*'
 	'./lib/modules/*/kernel/drivers/block/*'
 	'./lib/modules/*/kernel/drivers/char/hw_random/*'
@@ -219,13 +220,11 @@ module_dirs=(
 	'./lib/modules/*/kernel/drivers/net/virtio_net.ko'
 	'./lib/modules/*/kernel/drivers/net/net_failover.ko'
 	'./lib/modules/*/kernel/drivers/net/mii.ko'
-	'./lib/modules/*/kernel/net/core/failover.ko'
 	'./lib/modules/*/kernel/drivers/nvme/*'
 	'./lib/modules/*/kernel/drivers/phy/*'
 	'./lib/modules/*/kernel/drivers/reset/*'
-	'./lib/modules/*/kernel/drivers/scsi/sd_mod.ko'
-	'./lib/modules/*/kernel/drivers/scsi/scsi_common.ko'
-	'./lib/modules/*/kernel/drivers/scsi/scsi_mod.ko'
+	'./lib/modules/*/kernel/drivers/scsi/*'
+	'./lib/modules/*/kernel/block/*'
 	'./lib/modules/*/kernel/drivers/usb/*'
 	'./lib/modules/*/kernel/drivers/virtio/*'
 	'./lib/modules/*/kernel/drivers/watchdog/*'
@@ -265,9 +264,10 @@ for arch in amd64 arm64; do
 	update "$arch"
 done
 
-# Warm cache: the lists did not change since the manifest was written and
-# every .deb it names is still here, so nothing can have moved.
-if [[ -z ${IOFOG_FETCH_REFRESH:-} && -s $cache/manifest.txt && $cache/manifest.txt -nt $cache/apt/amd64/updated &&
+# Warm cache: the lists did not change since the manifest was written by
+# this same script, so nothing can have moved.
+script_sum=$(sha256sum "$0" | cut -d' ' -f1)
+if [[ -z ${IOFOG_FETCH_REFRESH:-} && -s $cache/manifest.txt && $(cat "$cache/.fetch-script" 2>/dev/null) == "$script_sum" && $cache/manifest.txt -nt $cache/apt/amd64/updated &&
 	$cache/manifest.txt -nt $cache/apt/arm64/updated && -e $cache/amd64/kernel.abi && -e $cache/arm64/kernel.abi ]]; then
 	say "cache is current ($cache/manifest.txt)"
 	exit 0
@@ -326,4 +326,5 @@ done
 	printf '%s\n' "${manifest_lines[@]}"
 } >"$cache/manifest.txt.new"
 mv "$cache/manifest.txt.new" "$cache/manifest.txt"
+printf '%s\n' "$script_sum" >"$cache/.fetch-script"
 say "cache ready in $cache ($(wc -l <"$cache/manifest.txt") lines in manifest.txt)"

@@ -1,0 +1,405 @@
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Options say what to build.
+type Options struct {
+	Board string // x86_64 or rpi
+	Out   string // the .img to write
+	// Binary is a prebuilt static iofog-connector for the board's
+	// architecture; empty builds ./cmd/iofog-connector from the source tree.
+	Binary string
+	// Config is the user's config file (connector.cue, connector.hcl or
+	// iofog-connector.conf by extension); empty uses examples/connector.cue
+	// from the source tree, or the original's default JSON settings.
+	Config string
+	// Validate checks a config before it goes into the image (name is the
+	// file name on the boot partition). Nil skips the check.
+	Validate func(name string, data []byte) error
+	CacheDir string // empty: DefaultCacheDir
+	// Epoch is the time stamped on every file; zero takes SOURCE_DATE_EPOCH,
+	// or the current time when that is unset.
+	Epoch time.Time
+	// Compress also writes Out.xz (xz -T0); its checksum goes in Out.sha256.
+	Compress bool
+	// Cmdline replaces the board's kernel command line when not empty.
+	Cmdline  string
+	Progress Progress
+	Log      *slog.Logger
+}
+
+// Result describes what Build wrote.
+type Result struct {
+	Image     string
+	XZ        string // empty unless Options.Compress
+	SHA256    string // the .sha256 file
+	Manifest  string // the .manifest.txt file: Debian packages and our inputs
+	Board     Board
+	Kernel    Kernel
+	Initramfs *Initramfs
+	Parts     []Part // what takes the space on the boot partition
+}
+
+// Part is one component's share of the boot partition.
+type Part struct {
+	What  string // kernel, initramfs, firmware, dtbs, uki-stub, config
+	Bytes int64
+}
+
+// Progress is told when a long step starts; nil is silent.
+type Progress interface {
+	Step(name string, n, total int)
+}
+
+// ConfigNames returns the file names a config may have on the boot
+// partition, in the appliance's order of preference.
+func ConfigNames() []string {
+	return []string{"connector.cue", "connector.hcl", "iofog-connector.conf"}
+}
+
+// DefaultConfigJSON is the original Connector's default settings, used when
+// the source tree has no example config.
+const DefaultConfigJSON = `{"ports":["6000-6050"],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":true}` + "\n"
+
+// ConfigName returns the boot-partition name for a config file, by extension.
+func ConfigName(p string) (string, error) {
+	switch strings.ToLower(filepath.Ext(p)) {
+	case ".cue":
+		return "connector.cue", nil
+	case ".hcl":
+		return "connector.hcl", nil
+	case ".json", ".conf":
+		return "iofog-connector.conf", nil
+	}
+	return "", fmt.Errorf("config %s: unknown format; name it *.cue, *.hcl, or *.json/*.conf", p)
+}
+
+// Build builds one board's image.
+func Build(ctx context.Context, o Options) (*Result, error) {
+	log := o.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	b, err := LookupBoard(o.Board)
+	if err != nil {
+		return nil, err
+	}
+	if o.Cmdline != "" {
+		b.Cmdline = o.Cmdline
+	}
+	if o.Out == "" {
+		return nil, errors.New("no output file given")
+	}
+	cacheDir := o.CacheDir
+	if cacheDir == "" {
+		if cacheDir, err = DefaultCacheDir(); err != nil {
+			return nil, err
+		}
+	}
+	cache := Cache{Dir: cacheDir}
+	epoch, err := epochOf(o.Epoch)
+	if err != nil {
+		return nil, err
+	}
+	steps := 5
+	step := func(n int, name string) {
+		log.Info(name, "board", b.Name)
+		if o.Progress != nil {
+			o.Progress.Step(name, n, steps)
+		}
+	}
+
+	cfgName, cfgData, err := loadConfig(o.Config, o.Validate)
+	if err != nil {
+		return nil, err
+	}
+	k, err := cache.Kernel(b.DebArch)
+	if err != nil {
+		return nil, err
+	}
+	manifest, err := cache.Manifest()
+	if err != nil {
+		return nil, err
+	}
+
+	binary := o.Binary
+	if binary == "" {
+		step(1, "building iofog-connector for "+b.GOARCH)
+		tmp, err := os.MkdirTemp("", "mkimage-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(tmp)
+		if binary, err = BuildBinary(ctx, b.GOARCH, tmp); err != nil {
+			return nil, err
+		}
+	}
+
+	step(2, "building the initramfs")
+	initrd, err := BuildInitramfs(binary, k, b)
+	if err != nil {
+		return nil, err
+	}
+	kernel, err := os.ReadFile(k.Image)
+	if err != nil {
+		return nil, fmt.Errorf("reading the kernel: %w", err)
+	}
+
+	step(3, "assembling the boot partition")
+	files := []File{{Path: cfgName, Data: cfgData}}
+	parts := []Part{{"binary (in initramfs, uncompressed)", initrd.BinaryBytes}, {"modules (in initramfs, uncompressed)", initrd.ModuleBytes}}
+	var scheme PartitionScheme
+	switch b.Name {
+	case "x86_64":
+		scheme = GPT
+		stubPath, err := cache.UKIStub(b.DebArch)
+		if err != nil {
+			return nil, err
+		}
+		stub, err := os.ReadFile(stubPath)
+		if err != nil {
+			return nil, err
+		}
+		uki, err := BuildUKI(stub, []UKISection{
+			{".osrel", []byte(osRelease(k))},
+			{".cmdline", []byte(b.Cmdline + "\x00")},
+			{".initrd", initrd.Data},
+			{".linux", kernel},
+		})
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, File{Path: UKIPath, Data: uki})
+		parts = append(parts, Part{"kernel", int64(len(kernel))}, Part{"initramfs (compressed)", int64(len(initrd.Data))}, Part{"uki stub", int64(len(stub))})
+	case "rpi":
+		scheme = MBR
+		fw, dtbs, err := raspiFiles(cache, k)
+		if err != nil {
+			return nil, err
+		}
+		var fwBytes, dtbBytes int64
+		for _, f := range fw {
+			fwBytes += int64(len(f.Data))
+		}
+		for _, f := range dtbs {
+			dtbBytes += int64(len(f.Data))
+		}
+		files = append(files, fw...)
+		files = append(files, dtbs...)
+		files = append(files,
+			File{Path: RaspiKernel, Data: kernel},
+			File{Path: RaspiInitrd, Data: initrd.Data},
+			File{Path: "config.txt", Data: []byte(RaspiConfigTxt())},
+			File{Path: "cmdline.txt", Data: []byte(b.Cmdline + "\n")},
+		)
+		parts = append(parts, Part{"kernel", int64(len(kernel))}, Part{"initramfs (compressed)", int64(len(initrd.Data))},
+			Part{"firmware", fwBytes}, Part{"dtbs", dtbBytes})
+	}
+	parts = append(parts, Part{"config", int64(len(cfgData))})
+
+	step(4, "writing "+o.Out)
+	if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
+		return nil, err
+	}
+	if err := WriteDisk(o.Out, b.DiskSize, scheme, files, []string{"tls", "state"}, epoch); err != nil {
+		return nil, err
+	}
+	res := &Result{Image: o.Out, Board: b, Kernel: k, Initramfs: initrd, Parts: parts}
+
+	step(5, "checksums")
+	if o.Compress {
+		res.XZ = o.Out + ".xz"
+		cmd := exec.CommandContext(ctx, "xz", "-T0", "-6", "-k", "-f", o.Out)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("compressing %s with xz (apt-get install xz-utils): %w: %s", o.Out, err, out)
+		}
+	}
+	if err := writeSums(res); err != nil {
+		return nil, err
+	}
+	res.Manifest = o.Out + ".manifest.txt"
+	binSum, err := fileSHA256(binary)
+	if err != nil {
+		return nil, err
+	}
+	m := fmt.Sprintf("%s# board %s, kernel %s\n# iofog-connector binary sha256 %s\n# initramfs sha256 %x\n# modules: %s\n",
+		manifest, b.Name, k.ABI, binSum, sha256.Sum256(initrd.Data), strings.Join(initrd.Modules, " "))
+	if err := os.WriteFile(res.Manifest, []byte(m), 0o644); err != nil {
+		return nil, err
+	}
+	return res, nil
+}
+
+// UKIPath is where UEFI firmware looks for a bootloader on removable media,
+// and where the x86 image's unified kernel image is.
+const UKIPath = "EFI/BOOT/BOOTX64.EFI"
+
+// File names of the Pi's kernel and initrd on the boot partition.
+const (
+	RaspiKernel = "vmlinuz"
+	RaspiInitrd = "initrd.gz"
+)
+
+// RaspiConfigTxt is the Pi firmware's config.txt: 64-bit, serial console on,
+// upstream device trees (bcm2837-rpi-3-b.dtb, bcm2711-rpi-4-b.dtb), our
+// kernel and initrd.
+func RaspiConfigTxt() string {
+	return `# Raspberry Pi firmware settings. The Connector's own settings are in
+# connector.cue (or connector.hcl / iofog-connector.conf) beside this file.
+arm_64bit=1
+enable_uart=1
+upstream_kernel=1
+kernel=` + RaspiKernel + `
+initramfs ` + RaspiInitrd + ` followkernel
+disable_splash=1
+`
+}
+
+// raspiFiles returns the Pi 3 and Pi 4 firmware and the device trees.
+func raspiFiles(cache Cache, k Kernel) (fw, dtbs []File, err error) {
+	fwDir, err := cache.RaspiFirmwareDir()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range []string{"bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat"} {
+		data, err := os.ReadFile(filepath.Join(fwDir, name))
+		if err != nil {
+			return nil, nil, fmt.Errorf("Raspberry Pi firmware: %w", err)
+		}
+		fw = append(fw, File{Path: name, Data: data})
+	}
+	dtbDir, err := cache.DTBDir(k)
+	if err != nil {
+		return nil, nil, err
+	}
+	entries, err := os.ReadDir(dtbDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".dtb") || !strings.Contains(e.Name(), "-rpi-") {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join(dtbDir, e.Name()))
+		if err != nil {
+			return nil, nil, err
+		}
+		dtbs = append(dtbs, File{Path: e.Name(), Data: data})
+	}
+	if len(dtbs) == 0 {
+		return nil, nil, fmt.Errorf("no Raspberry Pi device trees in %s", dtbDir)
+	}
+	return fw, dtbs, nil
+}
+
+func osRelease(k Kernel) string {
+	return "NAME=\"iofog-connector appliance\"\nID=iofog-connector\nPRETTY_NAME=\"iofog-connector (Linux " + k.ABI + ")\"\n"
+}
+
+// loadConfig returns the config's boot-partition name and content.
+func loadConfig(p string, validate func(string, []byte) error) (string, []byte, error) {
+	name, data := "iofog-connector.conf", []byte(DefaultConfigJSON)
+	if p == "" {
+		if root, err := RepoRoot(); err == nil {
+			ex := filepath.Join(root, "examples", "connector.cue")
+			if b, err := os.ReadFile(ex); err == nil {
+				p, name, data = ex, "connector.cue", b
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return "", nil, err
+			}
+		}
+	} else {
+		var err error
+		if name, err = ConfigName(p); err != nil {
+			return "", nil, err
+		}
+		if data, err = os.ReadFile(p); err != nil {
+			return "", nil, fmt.Errorf("reading config: %w", err)
+		}
+	}
+	if validate != nil {
+		if err := validate(name, data); err != nil {
+			where := p
+			if where == "" {
+				where = "built-in default config"
+			}
+			return "", nil, fmt.Errorf("config %s is not valid, image not built: %w", where, err)
+		}
+	}
+	return name, data, nil
+}
+
+func epochOf(t time.Time) (time.Time, error) {
+	if !t.IsZero() {
+		return t.UTC(), nil
+	}
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return time.Time{}, fmt.Errorf("SOURCE_DATE_EPOCH=%q is not a number of seconds", s)
+		}
+		return time.Unix(n, 0).UTC(), nil
+	}
+	return time.Now().UTC(), nil
+}
+
+// BuildBinary builds a static iofog-connector for goarch into dir, as the
+// image wants it: no cgo, no paths or build IDs in it.
+func BuildBinary(ctx context.Context, goarch, dir string) (string, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return "", fmt.Errorf("building iofog-connector needs the source tree (or pass a prebuilt binary): %w", err)
+	}
+	out := filepath.Join(dir, "iofog-connector-"+goarch)
+	cmd := exec.CommandContext(ctx, "go", "build", "-trimpath", "-buildvcs=false", "-ldflags", "-s -w -buildid=",
+		"-o", out, "./cmd/iofog-connector")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build ./cmd/iofog-connector for linux/%s: %w\n%s", goarch, err, stderr.String())
+	}
+	return out, nil
+}
+
+func fileSHA256(p string) (string, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:]), nil
+}
+
+// writeSums writes Out.sha256 in sha256sum's format.
+func writeSums(r *Result) error {
+	var lines strings.Builder
+	for _, p := range []string{r.Image, r.XZ} {
+		if p == "" {
+			continue
+		}
+		sum, err := fileSHA256(p)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&lines, "%s  %s\n", sum, filepath.Base(p))
+	}
+	r.SHA256 = r.Image + ".sha256"
+	return os.WriteFile(r.SHA256, []byte(lines.String()), 0o644)
+}
