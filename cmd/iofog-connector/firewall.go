@@ -46,7 +46,8 @@ func newPortGate(_ context.Context, cfg *schema.Config, appliance bool, log *slo
 			return nil, noop, fmt.Errorf("firewall: %w", err)
 		}
 		log.Info("firewall attached", "table", fw.Table())
-		return fw, noop, nil
+		// The table stays: it belongs to PID 1 and outlives this process.
+		return fw, func() { fw.Close() }, nil
 	}
 	fw, err := firewall.Apply(rules, firewall.Options{})
 	if err != nil {
@@ -57,5 +58,6 @@ func newPortGate(_ context.Context, cfg *schema.Config, appliance bool, log *slo
 		if err := fw.Remove(); err != nil {
 			log.Error("remove firewall table", "err", err)
 		}
+		fw.Close()
 	}, nil
 }

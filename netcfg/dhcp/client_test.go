@@ -23,7 +23,7 @@ type event struct {
 	lease *dhcp.Lease
 }
 
-func setup(t *testing.T, lease time.Duration) (*dhcptest.Server, <-chan event) {
+func setup(t *testing.T, lease, t1, t2 time.Duration) (*dhcptest.Server, <-chan event) {
 	srvNS, cliNS := nstest.New(t), nstest.New(t)
 	nstest.Veth(t, srvNS, "dsrv", "10.90.0.1/24", cliNS, "dcli", "")
 	srv := dhcptest.Start(t, srvNS, "dsrv", dhcptest.Config{
@@ -35,6 +35,8 @@ func setup(t *testing.T, lease time.Duration) (*dhcptest.Server, <-chan event) {
 		Domain:   "site.example",
 		Hostname: "edge7",
 		Lease:    lease,
+		T1:       t1,
+		T2:       t2,
 	})
 	events := make(chan event, 16)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -70,7 +72,7 @@ func next(t *testing.T, events <-chan event, bound bool) *dhcp.Lease {
 }
 
 func TestLeaseRenewExpire(t *testing.T) {
-	srv, events := setup(t, 4*time.Second)
+	srv, events := setup(t, 4*time.Second, 0, 0)
 	l := next(t, events, true)
 	if l.Address != netip.MustParsePrefix("10.90.0.50/24") {
 		t.Errorf("address = %v", l.Address)
@@ -118,7 +120,8 @@ func TestLeaseRenewExpire(t *testing.T) {
 }
 
 func TestRefusedRenewalStartsOver(t *testing.T) {
-	srv, events := setup(t, 4*time.Second)
+	// Renew after 1 s, expire after a minute: a loss before then is the NAK.
+	srv, events := setup(t, time.Minute, time.Second, 50*time.Second)
 	next(t, events, true)
 	srv.SetNAK(true)
 	lost := next(t, events, false)

@@ -17,11 +17,9 @@ type Counter struct {
 // Counters reads every named counter in our table (names are the Counter*
 // constants: "dropped", "mappings", "rate_limited", ...).
 func (f *Firewall) Counters() (map[string]Counter, error) {
-	c, err := f.opts.conn()
-	if err != nil {
-		return nil, err
-	}
-	objs, err := c.GetNamedObjects(f.table)
+	f.mu.Lock()
+	objs, err := f.conn.GetNamedObjects(f.table)
+	f.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("read counters of table inet %s: %w", f.table.Name, err)
 	}

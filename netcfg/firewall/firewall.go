@@ -104,7 +104,10 @@ type Firewall struct {
 	table *nftables.Table
 	ports *nftables.Set
 
-	mu sync.Mutex // serialises batches on conn
+	mu sync.Mutex // serialises use of conn
+	// conn is one netlink socket kept for the handle's life: opening and
+	// closing one per change costs ten times the change itself.
+	conn *nftables.Conn
 	// prevForward is the ip_forward value before Apply turned it on; ""
 	// when Apply did not change it.
 	prevForward string
@@ -118,7 +121,7 @@ func (o Options) tableName() string {
 }
 
 func (o Options) conn() (*nftables.Conn, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if o.NetNS != 0 {
 		opts = append(opts, nftables.WithNetNSFd(int(o.NetNS)))
 	}
@@ -129,13 +132,25 @@ func (o Options) conn() (*nftables.Conn, error) {
 	return c, nil
 }
 
-func newHandle(o Options) *Firewall {
+func newHandle(o Options) (*Firewall, error) {
+	c, err := o.conn()
+	if err != nil {
+		return nil, err
+	}
 	t := &nftables.Table{Name: o.tableName(), Family: nftables.TableFamilyINet}
 	return &Firewall{
 		opts:  o,
+		conn:  c,
 		table: t,
 		ports: &nftables.Set{Table: t, Name: SetMappingPorts, KeyType: nftables.TypeInetService},
-	}
+	}, nil
+}
+
+// Close releases the netlink socket. The table stays as it is.
+func (f *Firewall) Close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.conn.CloseLasting()
 }
 
 // Apply replaces our table with one built from r, atomically, keeping the
@@ -145,18 +160,20 @@ func Apply(r Rules, o Options) (*Firewall, error) {
 	if err := r.Validate(); err != nil {
 		return nil, err
 	}
-	f := newHandle(o)
-	c, err := o.conn()
+	f, err := newHandle(o)
 	if err != nil {
 		return nil, err
 	}
-	keep, err := f.livePorts(c)
+	c := f.conn
+	keep, err := f.livePorts()
 	if err != nil && !errors.Is(err, ErrNoTable) {
+		c.CloseLasting()
 		return nil, err
 	}
 	if len(r.Forwards) > 0 {
 		prev, err := f.setForwarding("1")
 		if err != nil {
+			c.CloseLasting()
 			return nil, err
 		}
 		if prev != "1" {
@@ -168,9 +185,11 @@ func Apply(r Rules, o Options) (*Firewall, error) {
 	c.AddTable(f.table)
 	c.DelTable(f.table)
 	if err := build(c, f.table, f.ports, r, keep); err != nil {
+		c.CloseLasting()
 		return nil, err
 	}
 	if err := c.Flush(); err != nil {
+		c.CloseLasting()
 		return nil, fmt.Errorf("apply nftables table inet %s: %w", f.table.Name, err)
 	}
 	return f, nil
@@ -178,12 +197,12 @@ func Apply(r Rules, o Options) (*Firewall, error) {
 
 // Attach returns a handle on an existing table, or ErrNoTable.
 func Attach(o Options) (*Firewall, error) {
-	f := newHandle(o)
-	c, err := o.conn()
+	f, err := newHandle(o)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := c.GetSetByName(f.table, SetMappingPorts); err != nil {
+	if _, err := f.conn.GetSetByName(f.table, SetMappingPorts); err != nil {
+		f.conn.CloseLasting()
 		if isNotExist(err) {
 			return nil, fmt.Errorf("attach to table inet %s: %w", f.table.Name, ErrNoTable)
 		}
@@ -202,10 +221,7 @@ func (f *Firewall) OpenPorts(ports ...uint16) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.opts.conn()
-	if err != nil {
-		return err
-	}
+	c := f.conn
 	if err := c.SetAddElements(f.ports, portElems(ports)); err != nil {
 		return fmt.Errorf("open ports %v: %w", ports, err)
 	}
@@ -222,10 +238,7 @@ func (f *Firewall) ClosePorts(ports ...uint16) error {
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.opts.conn()
-	if err != nil {
-		return err
-	}
+	c := f.conn
 	// Adding before deleting in the same batch makes deleting a missing
 	// element succeed on every kernel (DESTROYSETELEM needs 6.3).
 	elems := portElems(ports)
@@ -243,15 +256,13 @@ func (f *Firewall) ClosePorts(ports ...uint16) error {
 
 // Ports lists the open mapping ports, sorted.
 func (f *Firewall) Ports() ([]uint16, error) {
-	c, err := f.opts.conn()
-	if err != nil {
-		return nil, err
-	}
-	return f.livePorts(c)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.livePorts()
 }
 
-func (f *Firewall) livePorts(c *nftables.Conn) ([]uint16, error) {
-	elems, err := c.GetSetElements(f.ports)
+func (f *Firewall) livePorts() ([]uint16, error) {
+	elems, err := f.conn.GetSetElements(f.ports)
 	if err != nil {
 		if isNotExist(err) {
 			return nil, ErrNoTable
@@ -273,10 +284,7 @@ func (f *Firewall) livePorts(c *nftables.Conn) ([]uint16, error) {
 func (f *Firewall) Remove() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.opts.conn()
-	if err != nil {
-		return err
-	}
+	c := f.conn
 	c.AddTable(f.table)
 	c.DelTable(f.table)
 	if err := c.Flush(); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nsutil"
 )
@@ -112,7 +113,7 @@ func Veth(t testing.TB, a netns.NsHandle, nameA, addrA string, b netns.NsHandle,
 			if err != nil {
 				t.Fatalf("address %s: %v", end.addr, err)
 			}
-			a.Flags |= 0x80 // IFA_F_NODAD: usable at once, IPv6 included
+			a.Flags |= unix.IFA_F_NODAD // usable at once, IPv6 included
 			if err := end.h.AddrAdd(l, a); err != nil {
 				t.Fatalf("add %s to %s: %v", end.addr, end.name, err)
 			}
