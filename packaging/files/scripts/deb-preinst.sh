@@ -1,0 +1,7 @@
+# The user exists before dpkg unpacks files owned by it.
+case "$1" in
+install | upgrade)
+	ensure_user
+	;;
+esac
+exit 0
