@@ -423,3 +423,47 @@ func TestRejectsBadConfig(t *testing.T) {
 		t.Error("bad hostname accepted")
 	}
 }
+
+func TestNoCarrierAtBootThenCable(t *testing.T) {
+	box, peer := nstest.New(t), nstest.New(t)
+	nstest.Veth(t, box, "eth0", "", peer, "peer0", "10.62.0.1/24")
+	ph := nstest.Handle(t, peer)
+	pl, _ := ph.LinkByName("peer0")
+	if err := ph.LinkSetDown(pl); err != nil { // the cable is out
+		t.Fatal(err)
+	}
+	n := start(t, netcfg.Options{NetNS: box, RootDir: t.TempDir(), CarrierTimeout: 300 * time.Millisecond,
+		Interfaces: []schema.Interface{{Name: "eth0", Addresses: []string{"10.62.0.2/24"}, Gateway: "10.62.0.1", AcceptRA: true}}})
+	// Start gave up waiting and said so in the state.
+	if e := iface(n.State(), "eth0"); e.Carrier {
+		t.Errorf("state says carrier with the peer down: %+v", e)
+	}
+	if err := ph.LinkSetUp(pl); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "static config once the cable is in", func() bool {
+		e := iface(n.State(), "eth0")
+		return e.Carrier && e.Gateway.IsValid() && slices.Contains(e.Addresses, netip.MustParsePrefix("10.62.0.2/24"))
+	})
+	// accept_ra was set in the box's namespace, not the host's.
+	var ra string
+	nstest.Do(box, func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/eth0/accept_ra")
+		ra = strings.TrimSpace(string(b))
+		return err
+	})
+	if ra != "1" {
+		t.Errorf("accept_ra = %q, want 1", ra)
+	}
+}
+
+func TestInterfaceThatAppearsLater(t *testing.T) {
+	box, peer := nstest.New(t), nstest.New(t)
+	n := start(t, netcfg.Options{NetNS: box, RootDir: t.TempDir(), CarrierTimeout: 300 * time.Millisecond,
+		Interfaces: []schema.Interface{{Name: "usb0", Addresses: []string{"10.63.0.2/24"}}}})
+	// A USB adapter whose driver registers it after boot.
+	nstest.Veth(t, box, "usb0", "", peer, "peer0", "10.63.0.1/24")
+	waitFor(t, "the late interface configured", func() bool {
+		return slices.Contains(iface(n.State(), "usb0").Addresses, netip.MustParsePrefix("10.63.0.2/24"))
+	})
+}

@@ -48,12 +48,14 @@ type Config struct {
 	MaxBackoff time.Duration
 }
 
-// Options we ask servers for.
-var wanted = []dhcpv4.OptionCode{
-	dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
-	dhcpv4.OptionDomainName, dhcpv4.OptionHostName, dhcpv4.OptionNTPServers,
-	dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionIPAddressLeaseTime,
-	dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue,
+// wanted lists the options we ask servers for.
+func wanted() []dhcpv4.OptionCode {
+	return []dhcpv4.OptionCode{
+		dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter, dhcpv4.OptionDomainNameServer,
+		dhcpv4.OptionDomainName, dhcpv4.OptionHostName, dhcpv4.OptionNTPServers,
+		dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionIPAddressLeaseTime,
+		dhcpv4.OptionRenewTimeValue, dhcpv4.OptionRebindingTimeValue,
+	}
 }
 
 // Run keeps a lease on the interface until ctx ends. It returns ctx's error,
@@ -75,7 +77,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer c.Close()
 
-	mods := []dhcpv4.Modifier{dhcpv4.WithRequestedOptions(wanted...)}
+	mods := []dhcpv4.Modifier{dhcpv4.WithRequestedOptions(wanted()...)}
 	if cfg.Hostname != "" && ValidName(cfg.Hostname) {
 		mods = append(mods, dhcpv4.WithOption(dhcpv4.OptHostName(cfg.Hostname)))
 	}
