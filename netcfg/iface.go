@@ -43,28 +43,65 @@ const (
 )
 
 // metric keeps each interface's default routes apart, so two interfaces do
-// not replace each other's; the first configured interface wins.
+// not replace each other's; the one with the lower kernel index wins.
 func (i *iface) metric(index int) int { return 100 + index }
 
-func (i *iface) run(ctx context.Context, carrierSeen chan<- struct{}) {
-	updates := make(chan netlink.LinkUpdate, 32)
-	done := make(chan struct{})
-	defer close(done)
-	opts := netlink.LinkSubscribeOptions{
-		ListExisting: true,
-		ErrorCallback: func(err error) {
-			if ctx.Err() == nil {
-				i.log.Error("link updates", "err", err)
+// subscribe delivers link updates (the current state first) until ctx
+// ends. If the kernel socket fails, it subscribes again a second later:
+// the updates are how carrier loss and return are noticed.
+func (i *iface) subscribe(ctx context.Context) <-chan netlink.LinkUpdate {
+	out := make(chan netlink.LinkUpdate)
+	go func() {
+		defer close(out)
+		for ctx.Err() == nil {
+			updates := make(chan netlink.LinkUpdate, 32)
+			done := make(chan struct{})
+			opts := netlink.LinkSubscribeOptions{
+				ListExisting: true,
+				ErrorCallback: func(err error) {
+					if ctx.Err() == nil {
+						i.log.Error("link updates", "err", err)
+					}
+				},
 			}
-		},
-	}
-	if i.n.opts.NetNS != 0 {
-		ns := i.n.opts.NetNS
-		opts.Namespace = &ns
-	}
-	if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
-		i.log.Error("cannot watch the link; configuring it once", "err", err)
-	}
+			if i.n.opts.NetNS != 0 {
+				ns := i.n.opts.NetNS
+				opts.Namespace = &ns
+			}
+			if err := netlink.LinkSubscribeWithOptions(updates, done, opts); err != nil {
+				i.log.Error("cannot watch the link; retrying", "err", err)
+			} else {
+			forward:
+				for {
+					select {
+					case u, ok := <-updates:
+						if !ok {
+							break forward
+						}
+						select {
+						case out <- u:
+						case <-ctx.Done():
+							break forward
+						}
+					case <-ctx.Done():
+						break forward
+					}
+				}
+			}
+			close(done)
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+	return out
+}
+
+func (i *iface) run(ctx context.Context, carrierSeen chan<- struct{}) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	updates := i.subscribe(ctx)
 
 	var (
 		dhcpStop    context.CancelFunc
@@ -100,12 +137,16 @@ func (i *iface) run(ctx context.Context, carrierSeen chan<- struct{}) {
 
 	for {
 		var u netlink.LinkUpdate
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return
-		case u = <-updates:
+		case u, ok = <-updates:
+			if !ok {
+				return
+			}
 		}
-		if u.Attrs() == nil || u.Attrs().Name != i.name || u.Header.Type == unix.RTM_DELLINK {
+		if u.Link == nil || u.Attrs() == nil || u.Attrs().Name != i.name || u.Header.Type == unix.RTM_DELLINK {
 			continue
 		}
 		if !up {

@@ -170,16 +170,6 @@ func Apply(r Rules, o Options) (*Firewall, error) {
 		c.CloseLasting()
 		return nil, err
 	}
-	if len(r.Forwards) > 0 {
-		prev, err := f.setForwarding("1")
-		if err != nil {
-			c.CloseLasting()
-			return nil, err
-		}
-		if prev != "1" {
-			f.prevForward = prev
-		}
-	}
 	// Adding first makes the delete valid whether or not the table existed;
 	// the kernel applies the whole batch or none of it.
 	c.AddTable(f.table)
@@ -191,6 +181,18 @@ func Apply(r Rules, o Options) (*Firewall, error) {
 	if err := c.Flush(); err != nil {
 		c.CloseLasting()
 		return nil, fmt.Errorf("apply nftables table inet %s: %w", f.table.Name, err)
+	}
+	// Forwarding goes on only once the forward chain is there to limit it
+	// to the declared flows.
+	if len(r.Forwards) > 0 {
+		prev, err := f.setForwarding("1")
+		if err != nil {
+			c.CloseLasting()
+			return nil, err
+		}
+		if prev != "1" {
+			f.prevForward = prev
+		}
 	}
 	return f, nil
 }
