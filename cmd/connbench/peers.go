@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -36,21 +36,21 @@ type peer struct {
 type child struct {
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *bytes.Buffer
+	log  *capture
 }
 
 func startChild(name string, args []string, env []string) (*child, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Env = append(os.Environ(), env...)
-	var log bytes.Buffer
-	cmd.Stdout = &limitedWriter{w: &log, n: 64 << 10}
-	cmd.Stderr = cmd.Stdout
+	log := &capture{max: 64 << 10}
+	cmd.Stdout = log
+	cmd.Stderr = log
 	// A benchmark killed half-way must not leave relays listening.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", name, err)
 	}
-	c := &child{cmd: cmd, done: make(chan struct{}), log: &log}
+	c := &child{cmd: cmd, done: make(chan struct{}), log: log}
 	go func() {
 		cmd.Wait()
 		close(c.done)
@@ -91,21 +91,27 @@ func (c *child) output() string {
 	return s
 }
 
-type limitedWriter struct {
-	w io.Writer
-	n int
+// capture keeps the first max bytes a child prints, for error messages; the
+// child writes while the benchmark may read.
+type capture struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
 }
 
-func (l *limitedWriter) Write(p []byte) (int, error) {
-	if l.n > 0 {
-		q := p
-		if len(q) > l.n {
-			q = q[:l.n]
-		}
-		l.w.Write(q)
-		l.n -= len(q)
+func (c *capture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := c.max - len(c.buf); room > 0 {
+		c.buf = append(c.buf, p[:min(len(p), room)]...)
 	}
 	return len(p), nil
+}
+
+func (c *capture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return string(c.buf)
 }
 
 // waitListening polls until addr accepts a connection, the child exits, or

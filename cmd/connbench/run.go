@@ -109,6 +109,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return 2
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // after the peers stop (deferred later, run first): ends the agent pools
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	b := &bench{
 		o: o, log: log, far: traffic.NewFar(),

@@ -66,4 +66,14 @@ func TestAgainstRealConnector(t *testing.T) {
 	if _, err := agent.Hold(ctx, addr(idle.Port1), "00000000-0000-0000-0000-000000000000", 1, nil, 1); err == nil {
 		t.Error("a wrong passcode was authorized")
 	}
+
+	// The pool must let go of its connections when the run ends.
+	cancel()
+	done := make(chan struct{})
+	go func() { pool.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Error("pool workers still running 30s after their context ended")
+	}
 }
