@@ -2,6 +2,7 @@ package relay
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the Connector's counters, on a registry the Connector owns.
@@ -77,7 +78,10 @@ func newMetrics(snap func() snapshot, extra []prometheus.Collector) (*metrics, e
 		agentConns: prometheus.NewDesc(ns+"_agent_connections", "Authenticated agent connections, by state (idle: pooled or waiting for a peer; paired: carrying a session or a private route).", []string{"state"}, nil),
 	}
 	cs := []prometheus.Collector{m.sessionsTotal, m.sessionsActive, m.bytes, m.authFailures, m.beatTimeouts,
-		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, sc}
+		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, sc,
+		// Goroutines, heap, open file descriptors and RSS: what an operator
+		// checks when the number of agent connections grows.
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}
 	for _, c := range append(cs, extra...) {
 		if err := m.reg.Register(c); err != nil {
 			return nil, err

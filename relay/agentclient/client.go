@@ -25,6 +25,10 @@ type Options struct {
 	// Dialer dials the Connector (e.g. to set a local address when a
 	// benchmark needs more than one source address). Default net.Dialer{}.
 	Dialer *net.Dialer
+	// DialConcurrency caps dials and handshakes in flight, so a client
+	// holding thousands of connections ramps up instead of hitting the
+	// Connector with all of them at once. Default 64.
+	DialConcurrency int
 }
 
 // Stats are a Client's counters.
@@ -53,6 +57,7 @@ type Client struct {
 	sessions, dials, rejected, failures atomic.Int64
 	mu                                  sync.Mutex
 	changed                             chan struct{} // closed and replaced when authorized changes
+	dialing                             chan struct{} // semaphore of DialConcurrency
 }
 
 // New checks the config and builds a Client; Run starts it.
@@ -76,7 +81,11 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if opts.Dialer == nil {
 		opts.Dialer = &net.Dialer{}
 	}
-	return &Client{cfg: cfg, tls: tc, opts: opts, log: opts.Logger.With("connector", cfg.addr()), changed: make(chan struct{})}, nil
+	if opts.DialConcurrency <= 0 {
+		opts.DialConcurrency = 64
+	}
+	return &Client{cfg: cfg, tls: tc, opts: opts, log: opts.Logger.With("connector", cfg.addr()),
+		changed: make(chan struct{}), dialing: make(chan struct{}, opts.DialConcurrency)}, nil
 }
 
 // Run keeps the connections up until ctx is done.
@@ -124,8 +133,14 @@ func (c *Client) notify() {
 
 func (c *Client) worker(ctx context.Context) {
 	for ctx.Err() == nil {
+		select {
+		case c.dialing <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
 		c.dials.Add(1)
 		conn, err := dial(ctx, c.cfg, c.tls, c.opts.Dialer)
+		<-c.dialing
 		if err != nil {
 			if ctx.Err() != nil {
 				return
