@@ -39,7 +39,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"sync"
@@ -177,8 +179,11 @@ func Start(ctx context.Context, o Options) (*Network, error) {
 			return nil, fmt.Errorf("network[%d]: %w", i, err)
 		}
 	}
-	h, err := netlink.NewHandleAt(o.NetNS)
-	if o.NetNS == 0 {
+	var h *netlink.Handle
+	var err error
+	if o.NetNS != 0 {
+		h, err = netlink.NewHandleAt(o.NetNS)
+	} else {
 		h, err = netlink.NewHandle()
 	}
 	if err != nil {
@@ -397,10 +402,20 @@ func (n *Network) resolveNames(ctx context.Context) ([]string, error) {
 }
 
 // isEthernet: a physical NIC ("device") or a veth (VMs and containers), with
-// an Ethernet link layer. Bridges, tunnels, loopback and the like are not.
+// an Ethernet link layer. Bridges, tunnels, loopback and the like are not,
+// and neither is Wi-Fi (it looks like Ethernet to the kernel, but without
+// credentials it never gets a carrier; a Pi has both).
 func isEthernet(l netlink.Link) bool {
 	a := l.Attrs()
-	return a.EncapType == "ether" && (l.Type() == "device" || l.Type() == "veth") && a.Flags&(1<<3) == 0 // not IFF_LOOPBACK
+	if a.EncapType != "ether" || (l.Type() != "device" && l.Type() != "veth") || a.Flags&net.FlagLoopback != 0 {
+		return false
+	}
+	for _, dir := range []string{"wireless", "phy80211"} {
+		if _, err := os.Stat(filepath.Join("/sys/class/net", a.Name, dir)); err == nil {
+			return false
+		}
+	}
+	return true
 }
 
 func checkInterface(ic schema.Interface) error {
