@@ -151,14 +151,14 @@ func ParseCmdline(s string) Cmdline {
 		c[k] = v
 		word.Reset()
 	}
-	for _, r := range s {
-		switch {
-		case r == '"':
+	for i := 0; i < len(s); i++ { // bytes: the kernel does not care for UTF-8
+		switch c := s[i]; {
+		case c == '"':
 			quoted = !quoted
-		case !quoted && (r == ' ' || r == '\n' || r == '\t'):
+		case !quoted && (c == ' ' || c == '\n' || c == '\t'):
 			flush()
 		default:
-			word.WriteRune(r)
+			word.WriteByte(c)
 		}
 	}
 	flush()
