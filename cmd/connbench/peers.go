@@ -331,33 +331,37 @@ func (k *connector) remove(id string) {
 	k.post("/api/v2/mapping/remove", url.Values{"mappingid": {id}})
 }
 
-// goMemory returns the Go heap and stack bytes in use, if the daemon serves
+// goMemory is the Go runtime's own account of the daemon's memory.
+type goMemory struct {
+	heap, stack float64 // bytes in use
+}
+
+// goMemory reads the Go heap and stack bytes in use, if the daemon serves
 // Prometheus metrics on its API port.
-func (k *connector) goMemory() (float64, bool) {
+func (k *connector) goMemory() (goMemory, bool) {
 	resp, err := k.http.Get(k.api + "/metrics")
 	if err != nil {
-		return 0, false
+		return goMemory{}, false
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, false
+		return goMemory{}, false
 	}
 	p := expfmt.NewTextParser(model.UTF8Validation)
 	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return 0, false
+		return goMemory{}, false
 	}
-	var sum float64
-	found := false
-	for _, name := range []string{"go_memstats_heap_inuse_bytes", "go_memstats_stack_inuse_bytes"} {
+	gauge := func(name string) (float64, bool) {
 		f, ok := fams[name]
 		if !ok || len(f.GetMetric()) == 0 {
-			continue
+			return 0, false
 		}
-		sum += f.GetMetric()[0].GetGauge().GetValue()
-		found = true
+		return f.GetMetric()[0].GetGauge().GetValue(), true
 	}
-	return sum, found
+	heap, ok1 := gauge("go_memstats_heap_inuse_bytes")
+	stack, ok2 := gauge("go_memstats_stack_inuse_bytes")
+	return goMemory{heap: heap, stack: stack}, ok1 && ok2
 }
 
 func (k *connector) peer(m mapping) peer {

@@ -68,12 +68,12 @@ type setupRuns struct {
 }
 
 type memory struct {
-	held         int
-	rss0, rss1   int64
-	heap0, heap1 float64
-	heapOK       bool
-	err          error
-	duration     time.Duration
+	held       int
+	rss0, rss1 int64
+	go0, go1   goMemory
+	goOK       bool
+	err        error
+	duration   time.Duration
 }
 
 type bench struct {
@@ -408,7 +408,7 @@ func (b *bench) measureMemory(ctx context.Context, k *connector) {
 		b.mem.err = err
 		return
 	}
-	b.mem.heap0, b.mem.heapOK = k.goMemory()
+	b.mem.go0, b.mem.goOK = k.goMemory()
 	// Spread the sources over 127.0.0.2-5 so no single address's ephemeral
 	// ports run short, whatever the other measurements left in TIME_WAIT.
 	sources := []net.IP{{127, 0, 0, 2}, {127, 0, 0, 3}, {127, 0, 0, 4}, {127, 0, 0, 5}}
@@ -430,8 +430,8 @@ func (b *bench) measureMemory(ctx context.Context, k *connector) {
 		b.mem.err = err
 		return
 	}
-	heap1, ok := k.goMemory()
-	b.mem.heap1, b.mem.heapOK = heap1, ok && b.mem.heapOK
+	go1, ok := k.goMemory()
+	b.mem.go1, b.mem.goOK = go1, ok && b.mem.goOK
 }
 
 func median(v []float64) float64 {
@@ -618,8 +618,8 @@ func (b *bench) memoryRows() []report.Row {
 	perConn, heapPerConn := math.NaN(), math.NaN()
 	if b.mem.held > 0 {
 		perConn = float64(b.mem.rss1-b.mem.rss0) / float64(b.mem.held) / 1024
-		if b.mem.heapOK {
-			heapPerConn = (b.mem.heap1 - b.mem.heap0) / float64(b.mem.held) / 1024
+		if b.mem.goOK {
+			heapPerConn = (b.mem.go1.heap + b.mem.go1.stack - b.mem.go0.heap - b.mem.go0.stack) / float64(b.mem.held) / 1024
 		}
 	}
 	memNote := b.why(pConnector, b.mem.err)
@@ -641,7 +641,7 @@ func (b *bench) memoryRows() []report.Row {
 			Value:    heapPerConn,
 			Baseline: math.NaN(),
 			Format:   kib,
-			Note:     map[bool]string{false: "the Connector serves no go_memstats on /metrics", true: ""}[b.mem.heapOK || b.mem.held == 0],
+			Note:     map[bool]string{false: "the Connector serves no go_memstats on /metrics", true: ""}[b.mem.goOK || b.mem.held == 0],
 		},
 	}
 }
@@ -661,6 +661,11 @@ func (b *bench) writeReport(ctx context.Context, w io.Writer, took time.Duration
 	if b.mem.held > 0 {
 		fmt.Fprintf(w, "\nmemory: Connector VmRSS %.1f MiB before, %.1f MiB with %d idle agent connections (authenticated in %v)\n",
 			float64(b.mem.rss0)/(1<<20), float64(b.mem.rss1)/(1<<20), b.mem.held, b.mem.duration.Round(time.Millisecond))
+		if b.mem.goOK {
+			per := func(before, after float64) float64 { return (after - before) / float64(b.mem.held) }
+			fmt.Fprintf(w, "memory: Go heap in use %.0f B and goroutine stacks %.0f B per idle connection\n",
+				per(b.mem.go0.heap, b.mem.go1.heap), per(b.mem.go0.stack, b.mem.go1.stack))
+		}
 	}
 	for _, name := range peerOrder() {
 		if why, ok := b.missing[name]; ok {
