@@ -18,6 +18,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/net/icmp"
 	"golang.org/x/sys/unix"
 
 	"github.com/eclipse-iofog/iofog-connector/netcfg"
@@ -176,6 +177,16 @@ func TestStaticAddressesRoutesDNSAndHostname(t *testing.T) {
 	}
 	if got := hostnames.all(); !slices.Equal(got, []string{"box1"}) || s.Hostname != "box1" {
 		t.Errorf("hostname set to %v, state %q; want box1 once", got, s.Hostname)
+	}
+	// accept_ra: false (the zero value here) turns router advertisements off.
+	var ra string
+	nstest.Do(box, func() error {
+		b, err := os.ReadFile("/proc/sys/net/ipv6/conf/eth0/accept_ra")
+		ra = strings.TrimSpace(string(b))
+		return err
+	})
+	if ra != "0" {
+		t.Errorf("accept_ra = %q, want 0", ra)
 	}
 }
 
@@ -466,4 +477,69 @@ func TestInterfaceThatAppearsLater(t *testing.T) {
 	waitFor(t, "the late interface configured", func() bool {
 		return slices.Contains(iface(n.State(), "usb0").Addresses, netip.MustParsePrefix("10.63.0.2/24"))
 	})
+}
+
+// TestSLAACFromRouterAdvertisement sends a real router advertisement from
+// the peer and checks that the kernel's SLAAC address shows in the state.
+func TestSLAACFromRouterAdvertisement(t *testing.T) {
+	box, peer := nstest.New(t), nstest.New(t)
+	// The RA must come from the peer's link-local address, so skip its
+	// duplicate address detection.
+	if err := nstest.Do(peer, func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/accept_dad", []byte("0"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	nstest.Veth(t, box, "eth0", "", peer, "peer0", "")
+	n := start(t, netcfg.Options{NetNS: box, RootDir: t.TempDir(),
+		Interfaces: []schema.Interface{{Name: "eth0", AcceptRA: true}}})
+
+	var pc *icmp.PacketConn
+	var ifi *net.Interface
+	if err := nstest.Do(peer, func() (err error) {
+		if ifi, err = net.InterfaceByName("peer0"); err != nil {
+			return err
+		}
+		pc, err = icmp.ListenPacket("ip6:ipv6-icmp", "::")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	p6 := pc.IPv6PacketConn()
+	if err := p6.SetMulticastHopLimit(255); err != nil { // RFC 4861: must be 255
+		t.Fatal(err)
+	}
+	if err := p6.SetMulticastInterface(ifi); err != nil {
+		t.Fatal(err)
+	}
+	ra := []byte{
+		134, 0, 0, 0, // router advertisement; the kernel fills in the checksum
+		64, 0, 0, 0, // hop limit, flags, router lifetime 0 (not a default router)
+		0, 0, 0, 0, 0, 0, 0, 0, // reachable, retransmit
+		3, 4, 64, 0xc0, // prefix information: length 64, on-link + autonomous
+		0, 0, 0x0e, 0x10, 0, 0, 0x07, 0x08, 0, 0, 0, 0, // valid 3600 s, preferred 1800 s
+		0xfd, 0, 0, 0x64, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // fd00:64::/64
+	}
+	slaac := func() bool {
+		for _, a := range iface(n.State(), "eth0").Addresses {
+			if netip.MustParsePrefix("fd00:64::/64").Contains(a.Addr()) {
+				return true
+			}
+		}
+		return false
+	}
+	dst := &net.IPAddr{IP: net.ParseIP("ff02::1"), Zone: "peer0"}
+	deadline := time.Now().Add(guard)
+	for !slaac() {
+		if time.Now().After(deadline) {
+			t.Fatalf("no SLAAC address from fd00:64::/64; state %+v", iface(n.State(), "eth0"))
+		}
+		// Repeat: the peer's link-local address and multicast route, and
+		// the box's link, take a moment after the links come up.
+		if _, err := pc.WriteTo(ra, dst); err != nil {
+			t.Logf("send RA: %v (retrying)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
