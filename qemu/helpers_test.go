@@ -1,0 +1,75 @@
+package qemu
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/eclipse-iofog/iofog-connector/image"
+)
+
+// requireQEMU fails the test when QEMU or the kernel cache is missing, with
+// what to install or run, unless IOFOG_SKIP_QEMU=1 (then it skips, saying why).
+func requireQEMU(t testing.TB, board string) string {
+	t.Helper()
+	if os.Getenv("IOFOG_SKIP_QEMU") == "1" {
+		t.Skip("QEMU boot test skipped: IOFOG_SKIP_QEMU=1")
+	}
+	if err := Available(board); err != nil {
+		t.Fatalf("QEMU boot test needs QEMU (or set IOFOG_SKIP_QEMU=1): %v", err)
+	}
+	dir, err := image.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (image.Cache{Dir: dir}).Manifest(); err != nil {
+		t.Fatalf("QEMU boot test needs the kernel cache (or set IOFOG_SKIP_QEMU=1): %v", err)
+	}
+	return dir
+}
+
+// goBuild builds a static linux binary of pkg (a path inside the module)
+// for goarch into dir.
+func goBuild(t testing.TB, pkg, goarch, dir string) string {
+	t.Helper()
+	root, err := image.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, filepath.Base(pkg)+"-"+goarch)
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w -buildid=", "-o", out, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+goarch)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("go build %s for %s: %v\n%s", pkg, goarch, err, stderr.String())
+	}
+	return out
+}
+
+// buildImage builds board's image into dir with opts filled in.
+func buildImage(t testing.TB, o image.Options) *image.Result {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	res, err := image.Build(ctx, o)
+	if err != nil {
+		t.Fatalf("building the %s image: %v", o.Board, err)
+	}
+	return res
+}
+
+// testLog is an io.Writer to the test log, one line per write, for the
+// serial console when -v is on.
+type testLog struct{ t testing.TB }
+
+func (l testLog) Write(p []byte) (int, error) {
+	if testing.Verbose() {
+		l.t.Logf("console: %s", bytes.TrimRight(p, "\n"))
+	}
+	return len(p), nil
+}
