@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -94,6 +95,23 @@ func metric(t *testing.T, in *relaytest.Instance, name string) float64 {
 	}
 	t.Fatalf("metric %s not served", name)
 	return 0
+}
+
+// postJSON is Instance.Post for goroutines other than the test's own.
+func postJSON(in *relaytest.Instance, path string, form url.Values, out any) error {
+	resp, err := in.Client.PostForm(in.Base+path, form)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("%s: HTTP %d %s", path, resp.StatusCode, body)
+	}
+	if out != nil {
+		return json.Unmarshal(body, out)
+	}
+	return nil
 }
 
 func startHTTPService(t *testing.T) int {
@@ -534,23 +552,36 @@ func TestCrossTalk(t *testing.T) {
 		runAgents(t, m, 10, echo, nil)
 		ms = append(ms, m)
 	}
+	// Meanwhile other mappings come and go, with an agent connecting to each.
 	stop := make(chan struct{})
 	churned := make(chan int)
 	go func() {
 		n := 0
 		defer func() { churned <- n }()
+		add := url.Values{"mapping": {`{"type":"public","maxconnections":60,"heartbeatabsencethreshold":200000}`}}
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			extra := in.AddPublic(t, 60, 200000)
-			c, err := net.Dial("tcp", addr(extra.Port1))
-			if err == nil {
-				io.WriteString(c, extra.Passcode1)
+			var r struct {
+				ID        string `json:"id"`
+				Port1     int    `json:"port1"`
+				Passcode1 string `json:"passcode1"`
 			}
-			in.Remove(t, extra.ID)
+			if err := postJSON(in, "/api/v2/mapping/add", add, &r); err != nil {
+				t.Errorf("churn add: %v", err)
+				return
+			}
+			c, err := net.Dial("tcp", addr(r.Port1))
+			if err == nil {
+				io.WriteString(c, r.Passcode1)
+			}
+			if err := postJSON(in, "/api/v2/mapping/remove", url.Values{"mappingid": {r.ID}}, nil); err != nil {
+				t.Errorf("churn remove: %v", err)
+				return
+			}
 			if c != nil {
 				c.Close()
 			}

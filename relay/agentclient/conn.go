@@ -31,6 +31,7 @@ type Conn struct {
 
 	closeOnce sync.Once
 	timer     *time.Timer
+	timerSet  chan struct{} // closed once timer is assigned, for tick to read it
 	done      chan struct{}
 	reason    atomic.Pointer[string]
 }
@@ -84,9 +85,10 @@ func dial(ctx context.Context, cfg Config, tc *tls.Config, d *net.Dialer) (*Conn
 		return nil, ctx.Err()
 	}
 	raw.SetDeadline(time.Time{})
-	c := &Conn{raw: raw, freq: cfg.frequency(), threshold: cfg.threshold(), done: make(chan struct{})}
+	c := &Conn{raw: raw, freq: cfg.frequency(), threshold: cfg.threshold(), done: make(chan struct{}), timerSet: make(chan struct{})}
 	c.heard.Store(time.Now().UnixNano())
 	c.timer = time.AfterFunc(c.freq, c.tick)
+	close(c.timerSet)
 	return c, nil
 }
 
@@ -98,6 +100,7 @@ func isReset(err error) bool {
 // tick sends a heartbeat and enforces the absence threshold. It runs on a
 // timer rather than a goroutine so that idle pooled connections stay cheap.
 func (c *Conn) tick() {
+	<-c.timerSet
 	select {
 	case <-c.done:
 		return
@@ -162,6 +165,7 @@ func (c *Conn) closeWith(reason string) error {
 			c.reason.Store(&reason)
 		}
 		close(c.done)
+		<-c.timerSet
 		c.timer.Stop()
 		err = c.raw.Close()
 	})
