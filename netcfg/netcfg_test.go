@@ -298,19 +298,20 @@ func TestDHCPOnFirstEthernetWithCarrierLoss(t *testing.T) {
 	if err := waitAddress(n); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "the lease in the state", func() bool { return iface(n.State(), "en0").Lease != nil })
 	s := n.State()
 	e := iface(s, "en0")
 	if e.Lease == nil || e.Lease.Server != netip.MustParseAddr("10.91.0.1") || e.Gateway != netip.MustParseAddr("10.91.0.1") {
 		t.Errorf("en0 = %+v", e)
 	}
+	// The files follow the lease a moment after the address does.
 	waitFor(t, "hostname from DHCP", func() bool { return slices.Contains(hostnames.all(), "edge7") })
-	resolv := read(t, filepath.Join(root, "etc/resolv.conf"))
-	if !strings.Contains(resolv, "search site.example\nnameserver 10.91.0.53\n") {
-		t.Errorf("resolv.conf:\n%s", resolv)
-	}
-	if hosts := read(t, filepath.Join(root, "etc/hosts")); !strings.Contains(hosts, "127.0.1.1\tedge7.site.example edge7\n") {
-		t.Errorf("hosts:\n%s", hosts)
-	}
+	waitFor(t, "resolv.conf from DHCP", func() bool {
+		return strings.Contains(read(t, filepath.Join(root, "etc/resolv.conf")), "search site.example\nnameserver 10.91.0.53\n")
+	})
+	waitFor(t, "hosts with the DHCP name and domain", func() bool {
+		return strings.Contains(read(t, filepath.Join(root, "etc/hosts")), "127.0.1.1\tedge7.site.example edge7\n")
+	})
 	// The default route is in the kernel.
 	h := nstest.Handle(t, box)
 	routes, _ := h.RouteList(nil, netlink.FAMILY_V4)
