@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/relay/certs"
+	"github.com/eclipse-iofog/iofog-connector/relay/relaytest"
+)
+
+// lockedBuffer collects a daemon's log lines written from many goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func freeTCPPort(t *testing.T) int {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func cli(t *testing.T, f func(context.Context, *cliEnv, []string) int, args ...string) (int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	code := f(ctx, &cliEnv{stdout: &out, stderr: &errb, version: "1.2.3-test"}, args)
+	return code, out.String() + errb.String()
+}
+
+// startDaemon runs `iofog-connector run` with the given config JSON and
+// returns the flags that reach it, and a channel with run's exit code.
+func startDaemon(t *testing.T, conf string, extra ...string) ([]string, <-chan int, *lockedBuffer) {
+	dir := t.TempDir()
+	confFile := filepath.Join(dir, "iofog-connector.conf")
+	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := append([]string{"--config", confFile}, extra...)
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	exit := make(chan int, 1)
+	go func() {
+		exit <- cmdRun(ctx, &cliEnv{stdout: logs, stderr: logs, version: "1.2.3-test"},
+			append([]string{"--state-dir", filepath.Join(dir, "state")}, flags...))
+		close(exit) // later receives (the cleanup's) return at once
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-exit:
+		case <-time.After(time.Minute):
+			t.Error("daemon did not stop")
+		}
+	})
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if code, _ := cli(t, cmdStatus, flags...); code == 0 {
+			return flags, exit, logs
+		}
+		select {
+		case code := <-exit:
+			t.Fatalf("run exited %d before answering:\n%s", code, logs)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not answering after a minute:\n%s", logs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDaemonCommandsDevMode(t *testing.T) {
+	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"0.0.0.0","dev":true,"api":{"http_port":%d}}`,
+		relaytest.FreePorts(t, 4), freeTCPPort(t))
+	flags, exit, logs := startDaemon(t, conf)
+	if !strings.Contains(logs.String(), "iofog-connector is up and running") || !strings.Contains(logs.String(), "mappings=0") {
+		t.Errorf("start-up line missing:\n%s", logs)
+	}
+	code, out := cli(t, cmdStatus, flags...)
+	if code != 0 || out != "iofog-connector is up and running.\n" {
+		t.Errorf("status: %d %q", code, out)
+	}
+	code, out = cli(t, cmdMapping, append([]string{"add", "--type", "private"}, flags...)...)
+	id := regexp.MustCompile(`(?m)^id\s+(\S+)$`).FindStringSubmatch(out)
+	if code != 0 || id == nil || !regexp.MustCompile(`(?m)^passcode2\s+[0-9a-f-]{36}$`).MatchString(out) {
+		t.Fatalf("mapping add: %d %q", code, out)
+	}
+	code, out = cli(t, cmdMapping, append([]string{"list"}, flags...)...)
+	if code != 0 || !strings.Contains(out, id[1]) || !strings.Contains(out, "private") || strings.Contains(out, "passcode") {
+		t.Errorf("mapping list: %d %q", code, out)
+	}
+	code, out = cli(t, cmdMapping, append([]string{"remove"}, append(flags, id[1])...)...)
+	if code != 0 {
+		t.Errorf("mapping remove: %d %q", code, out)
+	}
+	code, out = cli(t, cmdMapping, append([]string{"remove"}, append(flags, id[1])...)...)
+	if code == 0 || !strings.Contains(out, "not found") {
+		t.Errorf("second mapping remove: %d %q, want the Connector's error", code, out)
+	}
+	code, out = cli(t, cmdStop, flags...)
+	if code != 0 || !strings.Contains(out, "iofog-connector is stopped.") {
+		t.Errorf("stop: %d %q", code, out)
+	}
+	select {
+	case code := <-exit:
+		if code != 0 {
+			t.Errorf("run exited %d after stop:\n%s", code, logs)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("run still running after stop")
+	}
+	code, out = cli(t, cmdStatus, flags...)
+	if code != 3 || !strings.HasPrefix(out, "iofog-connector is stopped.\n") {
+		t.Errorf("status after stop: %d %q", code, out)
+	}
+}
+
+func TestDaemonCommandsTLSModeTrustTheLocalCertificate(t *testing.T) {
+	tlsDir := t.TempDir()
+	certPEM, keyPEM, err := certs.Generate(certs.Request{Names: []string{"connector.example"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := certs.WritePair(tlsDir, certPEM, keyPEM, false); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":false,"api":{"https_port":%d}}`,
+		relaytest.FreePorts(t, 4), freeTCPPort(t))
+	flags, _, _ := startDaemon(t, conf, "--tls-dir", tlsDir)
+	code, out := cli(t, cmdMapping, append([]string{"add", "--type", "public"}, flags...)...)
+	if code != 0 || !strings.Contains(out, "public port") {
+		t.Fatalf("mapping add over HTTPS: %d %q", code, out)
+	}
+	// Another certificate in --tls-dir: the CLI refuses to talk.
+	other := t.TempDir()
+	c2, k2, _ := certs.Generate(certs.Request{Names: []string{"connector.example"}})
+	certs.WritePair(other, c2, k2, false)
+	flags[len(flags)-1] = other
+	if code, out := cli(t, cmdStatus, flags...); code != 3 {
+		t.Errorf("status with a different certificate: %d %q, want it refused", code, out)
+	}
+}
+
+func TestRunRefusesMissingTLSFilesNamingThem(t *testing.T) {
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "c.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":false,"api":{"https_port":%d}}`,
+		relaytest.FreePorts(t, 2), freeTCPPort(t))), 0o644)
+	code, out := cli(t, cmdRun, "--config", conf, "--state-dir", dir, "--tls-dir", dir)
+	if code != 1 || !strings.Contains(out, filepath.Join(dir, "server-cert.pem")) {
+		t.Errorf("run without TLS files: %d %q", code, out)
+	}
+}
