@@ -28,6 +28,38 @@ const schemaFile = "schema:connector.cue"
 // MaxSize is the largest config file Load accepts; real ones are a few KiB.
 const MaxSize = 1 << 20
 
+// MaxDepth is how deeply brackets may nest. Real configs nest four or five
+// levels; evaluation time grows faster than linearly with depth, so a
+// runaway file is refused before it is evaluated.
+const MaxDepth = 64
+
+// tooDeep returns the offset of the first bracket nested deeper than
+// MaxDepth, or -1. Brackets inside double-quoted strings do not count; ones
+// in comments do, which can only err on the side of refusing absurd files.
+func tooDeep(data []byte) int {
+	depth, inString, escaped := 0, false, false
+	for i, b := range data {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && b == '\\':
+			escaped = true
+		case inString && (b == '"' || b == '\n'):
+			inString = false
+		case inString:
+		case b == '"':
+			inString = true
+		case b == '[' || b == '{' || b == '(':
+			if depth++; depth > MaxDepth {
+				return i
+			}
+		case b == ']' || b == '}' || b == ')':
+			depth--
+		}
+	}
+	return -1
+}
+
 // Source returns the CUE schema every config is checked against.
 func Source() string { return source }
 
@@ -74,6 +106,12 @@ func LoadBytes(filename string, data []byte) (cfg *Config, err error) {
 	c := newCollector(filename)
 	if len(data) > MaxSize {
 		c.add(token.NoPos, nil, fmt.Sprintf("file is %d bytes; a config may be at most %d", len(data), MaxSize))
+		return nil, c.result()
+	}
+	if off := tooDeep(data); off >= 0 {
+		tf := token.NewFile(filename, -1, len(data))
+		tf.SetLinesForContent(data)
+		c.add(tf.Pos(off, token.NoRelPos), nil, fmt.Sprintf("brackets nest deeper than %d levels; a config needs only a few", MaxDepth))
 		return nil, c.result()
 	}
 	defer func() {

@@ -296,3 +296,38 @@ func TestTooLarge(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestCompileRejectsHandBuiltMistakes(t *testing.T) {
+	good := Default()
+	for name, mutate := range map[string]func(*Config){
+		"bad range":   func(c *Config) { c.Ports = []string{"6050-6000"} },
+		"bad exclude": func(c *Config) { c.Exclude = []string{"x"} },
+		"broker zero": func(c *Config) { c.Broker = 0 },
+		"no address":  func(c *Config) { c.Address = "" },
+	} {
+		cfg := *good
+		mutate(&cfg)
+		if out, err := CompileSettings(&cfg, false); err == nil {
+			t.Errorf("%s: compiled to %s", name, out)
+		}
+	}
+	cfg := *good
+	cfg.Exclude = nil
+	out, err := CompileSettings(&cfg, false)
+	if err != nil || !strings.Contains(string(out), `"exclude":[]`) {
+		t.Errorf("nil exclude must be written as [] (the original needs the key): %s %v", out, err)
+	}
+}
+
+func TestDeepNestingRefused(t *testing.T) {
+	in := `{"ports":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}`
+	_, err := LoadBytes("deep.conf", []byte(in))
+	var es Errors
+	if !errors.As(err, &es) || es[0].Line != 1 || es[0].Column != 9+MaxDepth || !strings.Contains(es[0].Msg, "nest deeper") {
+		t.Fatalf("got %v", err)
+	}
+	// Brackets inside strings are text, not nesting.
+	if _, err := LoadBytes("a.cue", []byte(c(`hostname: "`+strings.Repeat("[", 100)+`"`))); err == nil || strings.Contains(err.Error(), "nest deeper") {
+		t.Fatalf("got %v", err)
+	}
+}
