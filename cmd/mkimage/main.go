@@ -1,40 +1,165 @@
 // Command mkimage builds the appliance's disk images, rewrites the config in
-// one, reports what takes the space, and boots one under QEMU.
+// a built image, reports what takes the space, and boots an image under QEMU.
+//
+//	mkimage --board x86_64|rpi [--config FILE] [--binary PATH] --out FILE.img
+//	mkimage config --image FILE.img --config FILE
+//	mkimage sizes [--out DIR]
+//	mkimage qemu --board x86_64|rpi [--image FILE.img] [--uefi|--virt]
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/image"
+	"github.com/eclipse-iofog/iofog-connector/schema"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	os.Exit(run(ctx, os.Args[1:]))
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func run(ctx context.Context, args []string) int {
-	fl := flag.NewFlagSet("mkimage", flag.ContinueOnError)
-	board := fl.String("board", "x86_64", "board: x86_64 or rpi")
-	out := fl.String("out", "", "image file to write")
-	bin := fl.String("binary", "", "prebuilt iofog-connector for the board (default: build it)")
-	cfg := fl.String("config", "", "config file to put on the boot partition")
-	if err := fl.Parse(args); err != nil {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cmd := "build"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "build":
+		err = cmdBuild(ctx, args, stdout, stderr)
+	case "config":
+		err = cmdConfig(args, stdout)
+	case "sizes":
+		err = cmdSizes(ctx, args, stdout, stderr)
+	case "qemu":
+		err = cmdQEMU(ctx, args, stdout, stderr)
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "mkimage: unknown command %q\n", cmd)
+		usage(stderr)
 		return 2
 	}
-	res, err := image.Build(ctx, image.Options{Board: *board, Out: *out, Binary: *bin, Config: *cfg,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "mkimage:", err)
+		fmt.Fprintln(stderr, "mkimage:", err)
 		return 1
 	}
-	fmt.Println(res.Image)
 	return 0
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `Usage:
+  mkimage --board x86_64|rpi [--config FILE] [--binary PATH] --out FILE.img
+      build an image (also FILE.img.xz, FILE.img.sha256, FILE.img.manifest.txt)
+  mkimage config --image FILE.img --config FILE
+      replace the config on a built image's boot partition
+  mkimage sizes [--out DIR]
+      build both images and report what takes the space
+  mkimage qemu --board x86_64|rpi [--image FILE.img] [--uefi | --virt]
+      boot an image under QEMU with the API and port range reachable on 127.0.0.1
+`)
+}
+
+// validateConfig checks a config as the appliance will: the same schema.
+func validateConfig(name string, data []byte) error {
+	_, err := schema.LoadBytes(name, data)
+	return err
+}
+
+// quiet says whether to leave out the progress bar: not a terminal, or CI.
+func quiet(w io.Writer) bool {
+	if os.Getenv("CI") == "true" {
+		return true
+	}
+	f, ok := w.(*os.File)
+	if !ok {
+		return true
+	}
+	st, err := f.Stat()
+	return err != nil || st.Mode()&os.ModeCharDevice == 0
+}
+
+// sourceEpoch makes builds reproducible by default: without
+// SOURCE_DATE_EPOCH, files carry the time of the last commit.
+func sourceEpoch(ctx context.Context) time.Time {
+	if s := os.Getenv("SOURCE_DATE_EPOCH"); s != "" {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return time.Unix(n, 0)
+		}
+	}
+	out, err := exec.CommandContext(ctx, "git", "log", "-1", "--format=%ct").Output()
+	if err == nil {
+		if n, err := strconv.ParseInt(strings.TrimSpace(string(out)), 10, 64); err == nil {
+			return time.Unix(n, 0)
+		}
+	}
+	return time.Time{}
+}
+
+func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fl := flag.NewFlagSet("mkimage", flag.ContinueOnError)
+	fl.SetOutput(stderr)
+	board := fl.String("board", "", "board: x86_64 or rpi")
+	out := fl.String("out", "", "image file to write (.img)")
+	bin := fl.String("binary", "", "prebuilt static iofog-connector for the board (default: build ./cmd/iofog-connector)")
+	cfg := fl.String("config", "", "config for the boot partition (default: examples/connector.cue)")
+	noXZ := fl.Bool("no-xz", false, "skip writing FILE.img.xz")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *board == "" || *out == "" {
+		return errors.New("--board and --out are required (mkimage help)")
+	}
+	o := image.Options{
+		Board: *board, Out: *out, Binary: *bin, Config: *cfg, Validate: validateConfig,
+		Epoch: sourceEpoch(ctx), Compress: !*noXZ,
+		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	if !quiet(stderr) {
+		o.Progress = newBar(stderr, *board)
+	}
+	res, err := image.Build(ctx, o)
+	if err != nil {
+		return err
+	}
+	if p, ok := o.Progress.(*bar); ok {
+		p.done()
+	}
+	fmt.Fprintf(stdout, "%s (kernel %s, %d modules)\n", res.Image, res.Kernel.ABI, len(res.Initramfs.Modules))
+	return nil
+}
+
+func cmdConfig(args []string, stdout io.Writer) error {
+	fl := flag.NewFlagSet("mkimage config", flag.ContinueOnError)
+	img := fl.String("image", "", "built image to change")
+	cfg := fl.String("config", "", "new config (connector.cue, connector.hcl or iofog-connector.conf; by extension)")
+	if err := fl.Parse(args); err != nil {
+		return err
+	}
+	if *img == "" || *cfg == "" {
+		return errors.New("--image and --config are required")
+	}
+	if err := image.RewriteConfig(*img, *cfg, validateConfig); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: config replaced with %s\n", *img, *cfg)
+	return nil
 }

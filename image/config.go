@@ -1,0 +1,58 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+)
+
+// RewriteConfig replaces the config on the boot partition of the image at
+// img with the file cfg, without rebuilding the image. The config is
+// validated first (when validate is not nil); the other config names are
+// removed so the new file is the one the appliance uses.
+func RewriteConfig(img, cfg string, validate func(name string, data []byte) error) error {
+	name, err := ConfigName(cfg)
+	if err != nil {
+		return err
+	}
+	data, err := os.ReadFile(cfg)
+	if err != nil {
+		return fmt.Errorf("reading config: %w", err)
+	}
+	if validate != nil {
+		if err := validate(name, data); err != nil {
+			return fmt.Errorf("config %s is not valid, image %s left as it was: %w", cfg, img, err)
+		}
+	}
+	fs, closeDisk, err := OpenBootFS(img, true)
+	if err != nil {
+		return err
+	}
+	entries, err := fs.ReadDir("/")
+	if err != nil {
+		closeDisk()
+		return fmt.Errorf("image %s: listing the boot partition: %w", img, err)
+	}
+	for _, e := range entries {
+		for _, n := range ConfigNames() {
+			if strings.EqualFold(e.Name(), n) {
+				if err := fs.Remove("/" + e.Name()); err != nil {
+					closeDisk()
+					return fmt.Errorf("image %s: removing the old %s: %w", img, e.Name(), err)
+				}
+			}
+		}
+	}
+	if err := writeFile(fs, "/"+name, data); err != nil {
+		closeDisk()
+		return fmt.Errorf("image %s: %w", img, err)
+	}
+	now := time.Now()
+	if err := fs.Chtimes("/"+name, now, now, now); err != nil {
+		closeDisk()
+		return err
+	}
+	return errors.Join(closeDisk())
+}
