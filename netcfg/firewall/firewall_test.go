@@ -479,6 +479,7 @@ func TestRejectsBadForward(t *testing.T) {
 		{Interface: "eth0", Ports: "80", To: "host.example"},
 		{Interface: "eth0", Ports: "65000-70000", To: "10.0.0.1"},
 		{Interface: "eth0", Ports: "0", To: "10.0.0.1"},
+		{Interface: "eth0", Ports: "80", To: "fd00::5"},
 		{Interface: "eth0", Ports: "100-200", To: "10.0.0.1", ToPort: 65500},
 	} {
 		if err := (firewall.Rules{Forwards: []schema.Forward{f}}).Validate(); err == nil {

@@ -118,6 +118,11 @@ func parseForward(f schema.Forward) (forward, error) {
 		return out, fmt.Errorf("to %q: give the target host's IPv4 or IPv6 address", f.To)
 	}
 	out.target = t.Unmap()
+	if out.target.Is6() {
+		// IPv6 forwarding would have to be switched on for all interfaces,
+		// which turns off router advertisements (SLAAC) on every one.
+		return out, fmt.Errorf("to %q: forwards to IPv6 hosts are not supported; give an IPv4 address", f.To)
+	}
 	if f.ToPort < 0 || f.ToPort > 65535 || (f.ToPort > 0 && f.ToPort+int(b-a) > 65535) {
 		return out, fmt.Errorf("to_port %d: the target range must end at or below 65535", f.ToPort)
 	}
@@ -243,10 +248,9 @@ func buildNAT(c *nftables.Conn, t *nftables.Table, fws []schema.Forward, add fun
 		if err != nil {
 			return fmt.Errorf("firewall: forward[%d]: %w", i, err)
 		}
-		nfproto, addrOff, addrLen := byte(unix.NFPROTO_IPV4), uint32(16), uint32(4)
-		if f.target.Is6() {
-			nfproto, addrOff, addrLen = unix.NFPROTO_IPV6, 24, 16
-		}
+		// IPv4 only (parseForward refuses IPv6 targets): the destination
+		// address is at offset 16 of the IPv4 header.
+		const nfproto, addrOff, addrLen = byte(unix.NFPROTO_IPV4), 16, 4
 		match := join(
 			[]expr.Any{
 				&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
