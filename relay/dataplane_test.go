@@ -631,3 +631,26 @@ func TestCrossTalk(t *testing.T) {
 		t.Error("no mapping was added and removed during the traffic")
 	}
 }
+
+func TestPrivateRouteResumesWithAReconnectedSide(t *testing.T) {
+	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 4)})
+	m := in.AddPrivate(t, 200000)
+	a := rawAgent(t, m.Port1, m.Passcode1)
+	b := rawAgent(t, m.Port2, m.Passcode2)
+	io.WriteString(a, "one")
+	if got := readN(t, b, 3); got != "one" {
+		t.Fatalf("got %q", got)
+	}
+	// b's agent lost its link without the Connector noticing and dials
+	// again: the new connection takes over, the old one is closed.
+	b2 := rawAgent(t, m.Port2, m.Passcode2)
+	expectClosed(t, b, "replaced private connection")
+	io.WriteString(a, "two")
+	if got := readN(t, b2, 3); got != "two" {
+		t.Fatalf("reconnected side got %q", got)
+	}
+	io.WriteString(b2, "back")
+	if got := readN(t, a, 4); got != "back" {
+		t.Fatalf("got %q", got)
+	}
+}

@@ -433,7 +433,7 @@ func (a *agentConn) readLoop() string {
 			}
 		}
 		if err != nil {
-			return a.why(err)
+			return a.closeReason(err)
 		}
 		if big == nil && a.busy() {
 			big = a.m.c.bufs.Get().(*[]byte)
@@ -456,7 +456,9 @@ func isBeats(b []byte) bool {
 	return true
 }
 
-func (a *agentConn) why(err error) string {
+// closeReason says why the agent's read loop ended, for the log, and counts
+// heartbeat timeouts.
+func (a *agentConn) closeReason(err error) string {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		a.m.c.met.beatTimeouts.Inc()

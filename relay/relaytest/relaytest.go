@@ -26,8 +26,11 @@ import (
 // range "A-B".
 func FreePorts(t testing.TB, n int) string {
 	t.Helper()
+	// Below the kernel's usual ephemeral range (32768-60999), so outgoing
+	// connections of this or other tests do not take pool ports meanwhile.
+	const lo, hi = 10000, 32767
 	for range 200 {
-		base := 20000 + rand.IntN(30000)
+		base := lo + rand.IntN(hi-lo-n)
 		var lns []net.Listener
 		ok := true
 		for p := base; p < base+n; p++ {
