@@ -50,13 +50,10 @@ type collector struct {
 	file string
 	errs Errors
 	seen map[string]bool
-	// paths that already have an error; later checks of the same value
-	// would only repeat the same complaint in other words.
-	bad map[string]bool
 }
 
 func newCollector(file string) *collector {
-	return &collector{file: file, seen: map[string]bool{}, bad: map[string]bool{}}
+	return &collector{file: file, seen: map[string]bool{}}
 }
 
 func (c *collector) add(pos token.Pos, p path, msg string) {
@@ -71,19 +68,7 @@ func (c *collector) add(pos token.Pos, p path, msg string) {
 		return
 	}
 	c.seen[key] = true
-	c.bad[e.Path] = true
 	c.errs = append(c.errs, e)
-}
-
-// hasErrorAt reports whether p or anything inside it already has an error.
-func (c *collector) hasErrorAt(p path) bool {
-	s := p.String()
-	for k := range c.bad {
-		if k == s || strings.HasPrefix(k, s+".") || strings.HasPrefix(k, s+"[") || s == "" {
-			return true
-		}
-	}
-	return false
 }
 
 func (c *collector) result() error {

@@ -112,7 +112,7 @@ func (l *loader) walkStruct(u, s cue.Value, p path) {
 
 func requiredHint(p path, name string) string {
 	if len(p) == 0 {
-		return " (the settings need all five of ports, exclude, broker, address and dev; the original's default is " + DefaultSettings + ")"
+		return " (the settings need all five: ports, exclude, broker, address, dev)"
 	}
 	return ""
 }
