@@ -30,7 +30,7 @@ func RewriteConfig(img, cfg string, validate func(name string, data []byte) erro
 	if err != nil {
 		return err
 	}
-	entries, err := fs.ReadDir("/")
+	entries, err := fs.ReadDir(".")
 	if err != nil {
 		closeDisk()
 		return fmt.Errorf("image %s: listing the boot partition: %w", img, err)

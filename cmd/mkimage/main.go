@@ -128,9 +128,14 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *board == "" || *out == "" {
 		return errors.New("--board and --out are required (mkimage help)")
 	}
+	epoch := sourceEpoch(ctx)
+	if os.Getenv("SOURCE_DATE_EPOCH") == "" && !epoch.IsZero() {
+		// go-diskfs stamps directories from SOURCE_DATE_EPOCH itself.
+		os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(epoch.Unix(), 10))
+	}
 	o := image.Options{
 		Board: *board, Out: *out, Binary: *bin, Config: *cfg, Validate: validateConfig,
-		Epoch: sourceEpoch(ctx), Compress: !*noXZ,
+		Epoch: epoch, Compress: !*noXZ,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if !quiet(stderr) {
