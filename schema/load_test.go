@@ -113,6 +113,7 @@ var loadCases = []struct {
 	{"json address not a host", "a.conf", jset("address", `"local host"`), []want{{5, 14, "address", `"local host" is not a host name or IP address`}}},
 	{"json forward protocol", "a.conf", j(`"firewall": {"forward": [{"interface": "eth0", "protocol": "icmp", "ports": "80", "to": "10.0.0.2"}]}`), []want{{7, 62, "firewall.forward[0].protocol", `must be one of "tcp", "udp", not "icmp"`}}},
 	{"json forward missing target", "a.conf", j(`"firewall": {"forward": [{"interface": "eth0", "ports": "80"}]}`), []want{{7, 28, "firewall.forward[0].to", `missing required field "to"`}}},
+	{"json forward to an IPv6 host", "a.conf", j(`"firewall": {"forward": [{"interface": "eth0", "ports": "80", "to": "fd00::2"}]}`), []want{{7, 71, "firewall.forward[0].to", `"fd00::2" is not an IPv4 address`}}},
 	{"json negative rate limit", "a.conf", j(`"firewall": {"rate_limit": -1}`), []want{{7, 30, "firewall.rate_limit", "-1 is out of range: must be at least 0"}}},
 	{"json public wait negative", "a.conf", j(`"relay": {"public_wait": "-1s"}`), []want{{7, 28, "relay.public_wait", "must be more than zero"}}},
 	{"json public wait not a duration", "a.conf", j(`"relay": {"public_wait": "10 s"}`), []want{{7, 28, "relay.public_wait", "is not a duration"}}},
