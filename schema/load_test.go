@@ -122,6 +122,14 @@ var loadCases = []struct {
 		{7, 20, "log.level", "must be one of"},
 		{8, 11, "tls.mod", `did you mean "mode"?`},
 	}},
+	{"json rules between fields reported beside other mistakes", "a.conf", rep(j(`"log": {"level": "loud"}`), `["6000-6050"]`, `["6000-6050", "6040", "8080"]`), []want{
+		{2, 26, "ports[1]", `"6040" overlaps "6000-6050"`},
+		{2, 34, "ports[2]", "the API port"},
+		{7, 20, "log.level", "must be one of"},
+	}},
+	{"json pool rules wait for a valid exclude", "a.conf", rep(j(), `["6000-6050"]`, `["6000-6001"]`, `"exclude": []`, `"exclude": ["6001", "x"]`), []want{
+		{3, 23, "exclude[1]", "is not a port or port range"},
+	}},
 	{"json syntax error", "a.conf", "{\n  \"ports\": [\"6000-6050\"],\n}\n", []want{{3, 1, "", "invalid JSON"}}},
 	{"json not an object", "a.conf", `["6000-6050"]`, []want{{1, 1, "", "must be a JSON object"}}},
 

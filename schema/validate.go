@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -38,6 +39,10 @@ type loader struct {
 func (l *loader) run() (*Config, error) {
 	l.walk(*l.user, l.def, nil)
 	if len(l.c.errs) > 0 {
+		// Still check the rules between fields that are fine on their
+		// own, so one round of edits can fix everything.
+		cfg, ok := l.partial()
+		l.crossChecks(cfg, ok)
 		return nil, l.c.result()
 	}
 	// Each part is fine on its own; now the whole, with the schema's
@@ -52,7 +57,7 @@ func (l *loader) run() (*Config, error) {
 		l.c.add(token.NoPos, nil, "cannot decode the validated config: "+err.Error())
 		return nil, l.c.result()
 	}
-	l.crossChecks(cfg)
+	l.crossChecks(cfg, func(string) bool { return true })
 	if len(l.c.errs) > 0 {
 		return nil, l.c.result()
 	}
@@ -451,8 +456,59 @@ func validHost(s string) bool {
 	return true
 }
 
-// crossChecks are the rules between fields, on the complete config.
-func (l *loader) crossChecks(cfg *Config) {
+// partial decodes, one top-level field at a time, the fields the rules
+// between fields need, and says which of them are valid.
+func (l *loader) partial() (*Config, func(string) bool) {
+	cfg := &Config{}
+	valid := map[string]bool{}
+	required := map[string]bool{}
+	if it, err := l.def.Fields(cue.Optional(true)); err == nil {
+		for it.Next() {
+			if it.Selector().ConstraintType() == cue.RequiredConstraint {
+				required[fieldName(it.Selector())] = true
+			}
+		}
+	}
+	for _, name := range []string{"ports", "exclude", "broker", "dev", "api", "network", "firewall"} {
+		s, _ := lookupField(l.def, name)
+		v := s
+		if u := l.user.LookupPath(cue.MakePath(cue.Str(name))); u.Exists() {
+			v = s.Unify(u)
+		} else if required[name] {
+			continue // missing, and reported as such
+		}
+		if v.Validate(cue.Concrete(true)) != nil {
+			continue
+		}
+		b, err := v.MarshalJSON()
+		if err != nil {
+			continue
+		}
+		wrapped, err := json.Marshal(map[string]json.RawMessage{name: b})
+		if err != nil || json.Unmarshal(wrapped, cfg) != nil {
+			continue
+		}
+		valid[name] = true
+	}
+	return cfg, func(name string) bool { return valid[name] }
+}
+
+// crossChecks are the rules between fields, applied to the fields that
+// valid says are fine on their own.
+func (l *loader) crossChecks(cfg *Config, valid func(field string) bool) {
+	l.portChecks(cfg, valid)
+	if valid("network") {
+		l.networkChecks(cfg)
+	}
+	if valid("firewall") {
+		l.forwardChecks(cfg)
+	}
+}
+
+func (l *loader) portChecks(cfg *Config, valid func(string) bool) {
+	if !valid("ports") {
+		return
+	}
 	type rng struct {
 		lo, hi uint16
 		i      int
@@ -475,6 +531,7 @@ func (l *loader) crossChecks(cfg *Config) {
 		}
 		excluded.setRange(lo, hi)
 	}
+	// Overlaps need only ports; the rest needs the whole pool.
 	sorted := append([]rng(nil), rs...)
 	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].lo < sorted[j].lo })
 	for k := 1; k < len(sorted); k++ {
@@ -492,6 +549,9 @@ func (l *loader) crossChecks(cfg *Config) {
 			sorted[k].hi = prev.hi // keep the widest end for the next comparison
 		}
 	}
+	if !valid("exclude") {
+		return
+	}
 	usable := pool.andNot(&excluded)
 	rangeOf := func(port int) int {
 		for _, r := range rs {
@@ -505,13 +565,13 @@ func (l *loader) crossChecks(cfg *Config) {
 		l.c.add(l.posOf(ports), ports, fmt.Sprintf(
 			"ports minus exclude leaves %d usable port(s), and each mapping takes 2: widen ports or exclude fewer", n))
 	}
-	if usable.has(cfg.Broker) {
+	if valid("broker") && usable.has(cfg.Broker) {
 		i := rangeOf(cfg.Broker)
 		l.c.add(l.posOf(ports.idx(i)), ports.idx(i), fmt.Sprintf(
 			"the pool includes port %d, the broker port; add \"%d\" to exclude, move the range, or change broker", cfg.Broker, cfg.Broker))
 	}
 	api := cfg.API.Port(cfg.Dev)
-	if usable.has(api) {
+	if valid("dev") && valid("api") && usable.has(api) {
 		which := "api.https_port, as dev is false"
 		if cfg.Dev {
 			which = "api.http_port, as dev is true"
@@ -520,7 +580,9 @@ func (l *loader) crossChecks(cfg *Config) {
 		l.c.add(l.posOf(ports.idx(i)), ports.idx(i), fmt.Sprintf(
 			"the pool includes port %d, the API port (%s); add \"%d\" to exclude or move the range", api, which, api))
 	}
+}
 
+func (l *loader) networkChecks(cfg *Config) {
 	netw := path{}.field("network")
 	names := map[string]int{}
 	unnamed := -1
@@ -541,6 +603,9 @@ func (l *loader) crossChecks(cfg *Config) {
 			l.c.add(l.posOf(ip.field("dhcp")), ip.field("dhcp"), "with dhcp off, no addresses and accept_ra off the interface gets no address: add addresses or turn dhcp on")
 		}
 	}
+}
+
+func (l *loader) forwardChecks(cfg *Config) {
 	fwd := path{}.field("firewall").field("forward")
 	for i, f := range cfg.Firewall.Forward {
 		lo, hi, err := ParseRange(f.Ports)
