@@ -181,10 +181,12 @@ func Start(ctx context.Context, o Options) (*Network, error) {
 	}
 	var h *netlink.Handle
 	var err error
+	// Route netlink only: asking for every family would also open XFRM and
+	// netfilter sockets, and fail on kernels without those modules loaded.
 	if o.NetNS != 0 {
-		h, err = netlink.NewHandleAt(o.NetNS)
+		h, err = netlink.NewHandleAt(o.NetNS, unix.NETLINK_ROUTE)
 	} else {
-		h, err = netlink.NewHandle()
+		h, err = netlink.NewHandle(unix.NETLINK_ROUTE)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open netlink: %w", err)

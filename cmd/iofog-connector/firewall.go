@@ -43,7 +43,12 @@ func newPortGate(_ context.Context, cfg *schema.Config, appliance bool, log *slo
 			fw, err = firewall.Apply(rules, firewall.Options{})
 		}
 		if err != nil {
-			return nil, noop, fmt.Errorf("firewall: %w", err)
+			// No table and none can be made: nftables does not work on
+			// this kernel, so nothing is filtered either way. Refusing to
+			// run would only add an unusable Connector; PID 1 reports the
+			// firewall problem in STATUS.txt.
+			log.Error("firewall unavailable; running without it", "err", err)
+			return nil, noop, nil
 		}
 		log.Info("firewall attached", "table", fw.Table())
 		// The table stays: it belongs to PID 1 and outlives this process.

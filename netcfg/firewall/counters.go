@@ -5,6 +5,7 @@ import (
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -14,23 +15,31 @@ type Counter struct {
 	Bytes   uint64
 }
 
-// Counters reads every named counter in our table (names are the Counter*
-// constants: "dropped", "mappings", "rate_limited", ...).
+// Counters reads the counters of our rules, summed by name (the Counter*
+// constants: "dropped", "mappings", "rate_limited", ...). A name whose rule
+// is not in the table (no rate limit configured, say) is absent.
 func (f *Firewall) Counters() (map[string]Counter, error) {
 	f.mu.Lock()
-	objs, err := f.conn.GetNamedObjects(f.table)
-	f.mu.Unlock()
-	if err != nil {
-		return nil, fmt.Errorf("read counters of table inet %s: %w", f.table.Name, err)
-	}
-	out := make(map[string]Counter, len(objs))
-	for _, o := range objs {
-		n, ok := o.(*nftables.NamedObj)
-		if !ok || n.Type != nftables.ObjTypeCounter {
-			continue
+	defer f.mu.Unlock()
+	out := map[string]Counter{}
+	for _, chain := range []string{chainInput, chainForward} {
+		rules, err := f.conn.GetRules(f.table, &nftables.Chain{Name: chain, Table: f.table})
+		if err != nil {
+			return nil, fmt.Errorf("read counters of table inet %s chain %s: %w", f.table.Name, chain, err)
 		}
-		if ctr, ok := n.Obj.(*expr.Counter); ok {
-			out[n.Name] = Counter{Packets: ctr.Packets, Bytes: ctr.Bytes}
+		for _, r := range rules {
+			name, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+			if !ok {
+				continue
+			}
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					sum := out[name]
+					sum.Packets += ctr.Packets
+					sum.Bytes += ctr.Bytes
+					out[name] = sum
+				}
+			}
 		}
 	}
 	return out, nil

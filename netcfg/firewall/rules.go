@@ -10,13 +10,14 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
 
-// Counter names: one named counter object per rule, so that Counters can
-// read them by name and operators see them in `nft list counters`.
+// Counter names: each counting rule is tagged with one (as its comment),
+// and Counters sums the rules' counters by name.
 const (
 	CounterEstablished   = "established"
 	CounterLoopback      = "loopback"
@@ -134,11 +135,15 @@ func parseForward(f schema.Forward) (forward, error) {
 func build(c *nftables.Conn, t *nftables.Table, ports *nftables.Set, r Rules, keep []uint16) error {
 	c.AddTable(t)
 
-	counters := []string{CounterEstablished, CounterLoopback, CounterICMP, CounterDHCP,
-		CounterAPI, CounterBroker, CounterMappings, CounterRateLimited, CounterDropped,
-		CounterForwarded, CounterForwardDenied}
-	for _, name := range counters {
-		c.AddObj(&nftables.NamedObj{Table: t, Name: name, Type: nftables.ObjTypeCounter, Obj: &expr.Counter{}})
+	// Each counting rule carries an anonymous counter and its name as the
+	// rule's comment (shown by `nft list table inet iofog`). Named counter
+	// objects would need the nft_objref module, which not every kernel
+	// (nor the appliance image) has.
+	names := map[expr.Any]string{}
+	count := func(name string) []expr.Any {
+		ctr := &expr.Counter{}
+		names[ctr] = name
+		return []expr.Any{ctr}
 	}
 
 	if err := c.AddSet(ports, portElems(keep)); err != nil {
@@ -154,7 +159,13 @@ func build(c *nftables.Conn, t *nftables.Table, ports *nftables.Set, r Rules, ke
 		Hooknum: nftables.ChainHookInput, Priority: nftables.ChainPriorityRef(ourPriority), Policy: &policy,
 	})
 	add := func(ch *nftables.Chain, exprs ...expr.Any) {
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: exprs})
+		r := &nftables.Rule{Table: t, Chain: ch, Exprs: exprs}
+		for _, e := range exprs {
+			if name, ok := names[e]; ok {
+				r.UserData = userdata.AppendString(nil, userdata.TypeComment, name)
+			}
+		}
+		c.AddRule(r)
 	}
 
 	add(input, join(ctState(expr.CtStateBitESTABLISHED|expr.CtStateBitRELATED), count(CounterEstablished), accept())...)
@@ -321,10 +332,6 @@ func join(parts ...[]expr.Any) []expr.Any {
 
 func accept() []expr.Any { return []expr.Any{&expr.Verdict{Kind: expr.VerdictAccept}} }
 func drop() []expr.Any   { return []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}} }
-
-func count(name string) []expr.Any {
-	return []expr.Any{&expr.Objref{Type: int(nftables.ObjTypeCounter), Name: name}}
-}
 
 func ctState(bits uint32) []expr.Any {
 	return []expr.Any{

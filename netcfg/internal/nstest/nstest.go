@@ -74,7 +74,7 @@ func newNS() (netns.NsHandle, error) {
 // Handle returns a netlink handle bound to ns, closed at cleanup.
 func Handle(t testing.TB, ns netns.NsHandle) *netlink.Handle {
 	t.Helper()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := netlink.NewHandleAt(ns, unix.NETLINK_ROUTE)
 	if err != nil {
 		t.Fatalf("netlink handle in namespace: %v", err)
 	}
