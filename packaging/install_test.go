@@ -3,6 +3,8 @@ package packaging
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -37,7 +39,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 		t.Fatalf("user %s already exists on this machine; this test creates and deletes it (userdel %s first)", User, User)
 	}
 	// The installed default settings: API on 8080, mappings from 6000-6050.
-	requirePortsFree(t, 8080, 6000, 6050)
+	requirePortsFree(t, []int{8080, 443}, 6000, 6050)
 
 	bin := daemonBinary(t)
 	dir := t.TempDir()
@@ -74,6 +76,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 	for _, m := range []mapping{pub, priv} {
 		dialPorts(t, m)
 	}
+	relayRoundTrip(t, pub, dialPlain)
 	if got := statusAll(t); got.Mappings != 2 || got.AvailablePorts != 51-4 {
 		t.Errorf("status before upgrade: %+v, want 2 mappings and 47 free ports", got)
 	}
@@ -114,6 +117,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 		dialPorts(t, m)
 		mappingStatus(t, m)
 	}
+	relayRoundTrip(t, pub, dialPlain)
 	if store2, _ := os.ReadFile(StorePath); !bytes.Contains(store2, []byte(strconv.Itoa(pub.Port2))) {
 		t.Errorf("store after upgrade lost the public mapping's ports:\n%s", store2)
 	}
@@ -123,6 +127,12 @@ func TestInstallUpgradePurge(t *testing.T) {
 	if svc.pid(t) != 0 || portOpen(8080) {
 		t.Fatal("daemon still running after stop")
 	}
+
+	// TLS mode as the README tells users to turn it on: make a certificate
+	// with the installed binary as root, set "dev": false, start. The daemon
+	// must read its key as the service user and bind 443 with its one
+	// capability.
+	edited = tlsMode(t, svc, edited, []mapping{pub, priv})
 
 	// Remove keeps settings, state and the user; purge removes them.
 	mustRun(t, "dpkg", "-r", Name)
@@ -156,6 +166,76 @@ func TestInstallUpgradePurge(t *testing.T) {
 	}
 }
 
+// tlsMode returns the settings it left in place.
+func tlsMode(t *testing.T, svc *service, settings string, maps []mapping) string {
+	t.Helper()
+	out := mustRun(t, BinaryPath, "cert", "--domain", "connector.test", "--ip", "127.0.0.1", "--name", "edge-test")
+	if !strings.Contains(out, "iofog-controller connector add -n edge-test -d connector.test -i 127.0.0.1 -c ") || !strings.Contains(out, " -S -h\n") {
+		t.Errorf("cert did not print the registration command:\n%s", out)
+	}
+	certPath := filepath.Join(ConfigDir, "server-cert.pem")
+	for _, f := range []struct {
+		name string
+		mode os.FileMode
+	}{{certPath, 0o644}, {filepath.Join(ConfigDir, "server-key.pem"), 0o600}} {
+		st, err := os.Stat(f.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		owner, _ := user.LookupId(strconv.Itoa(int(st.Sys().(*syscall.Stat_t).Uid)))
+		if st.Mode() != f.mode || owner == nil || owner.Username != User {
+			t.Errorf("%s: mode %v owner %v; want %v owned by %s so the daemon can read it", f.name, st.Mode(), owner, f.mode, User)
+		}
+	}
+	settings = strings.Replace(settings, `"dev": true`, `"dev": false`, 1)
+	if err := os.WriteFile(ConfigPath, []byte(settings), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	svc.start(t)
+	pid := svc.waitUp(t) // `iofog-connector status` now speaks HTTPS on 443
+	checkProcess(t, pid)
+
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	// As the Controller does: the certificate as the only root, the domain
+	// as the name, whatever address it resolves to (here loopback).
+	tlsConf := &tls.Config{RootCAs: roots, ServerName: "connector.test"}
+	https := apiEndpoint{base: "https://127.0.0.1:443", client: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}}
+	var st allStatus
+	https.call(t, "/api/v2/status", url.Values{"mappingid": {"all"}}, &st)
+	if st.Status != "running" || st.Mappings != len(maps) {
+		t.Errorf("HTTPS status: %+v, want running with %d mappings", st, len(maps))
+	}
+	// Every mapping port speaks TLS now, with the same certificate: agents
+	// authenticate over it and public clients reach them through it.
+	dialTLS := func(port int) (net.Conn, error) {
+		return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), tlsConf)
+	}
+	for _, m := range maps {
+		if m.Public {
+			relayRoundTrip(t, m, dialTLS)
+			continue
+		}
+		for _, p := range []int{m.Port1, m.Port2} {
+			c, err := dialTLS(p)
+			if err != nil {
+				t.Errorf("TLS handshake on mapping port %d: %v", p, err)
+				continue
+			}
+			c.Close()
+		}
+	}
+	svc.stop(t)
+	if svc.pid(t) != 0 || portOpen(443) {
+		t.Fatal("daemon still running after stop")
+	}
+	return settings
+}
+
 func requireRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() == 0 {
@@ -167,10 +247,10 @@ func requireRoot(t *testing.T) {
 	t.Fatal("needs root: installs the .deb with dpkg into this machine's file system (run as root, or set IOFOG_SKIP_PRIVILEGED=1 to skip)")
 }
 
-func requirePortsFree(t *testing.T, api, first, last int) {
+func requirePortsFree(t *testing.T, apiPorts []int, first, last int) {
 	t.Helper()
 	var busy []string
-	for _, p := range append([]int{api}, seq(first, last)...) {
+	for _, p := range append(apiPorts, seq(first, last)...) {
 		ln, err := net.Listen("tcp", ":"+strconv.Itoa(p))
 		if err != nil {
 			busy = append(busy, strconv.Itoa(p))
@@ -179,7 +259,7 @@ func requirePortsFree(t *testing.T, api, first, last int) {
 		ln.Close()
 	}
 	if len(busy) > 0 {
-		t.Fatalf("ports %s are in use; the installed default settings need %d and %d-%d free (stop whatever holds them)", strings.Join(busy, ","), api, first, last)
+		t.Fatalf("ports %s are in use; the installed settings need %v and %d-%d free (stop whatever holds them)", strings.Join(busy, ","), apiPorts, first, last)
 	}
 }
 
@@ -440,16 +520,30 @@ type mapping struct {
 	ID     string `json:"id"`
 	Port1  int    `json:"port1"`
 	Port2  int    `json:"port2"`
+	Pass1  string `json:"passcode1"`
 	Public bool   `json:"-"`
+}
+
+// devAPI is the daemon's API in dev mode.
+var devAPI = apiEndpoint{base: "http://127.0.0.1:8080", client: http.DefaultClient}
+
+type apiEndpoint struct {
+	base   string
+	client *http.Client
 }
 
 func api(t *testing.T, path string, form url.Values, v any) {
 	t.Helper()
+	devAPI.call(t, path, form, v)
+}
+
+func (e apiEndpoint) call(t *testing.T, path string, form url.Values, v any) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", "http://127.0.0.1:8080"+path, strings.NewReader(form.Encode()))
+	req, _ := http.NewRequestWithContext(ctx, "POST", e.base+path, strings.NewReader(form.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := e.client.Do(req)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
@@ -505,10 +599,64 @@ func mappingStatus(t *testing.T, m mapping) {
 	}
 }
 
-// dialPorts checks both of a mapping's listeners accept connections.
+func dialPlain(port int) (net.Conn, error) {
+	return net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 10*time.Second)
+}
+
+// relayRoundTrip acts as an agent on a public mapping's port1 (passcode,
+// AUTHORIZED) and as a public client on its port2, and checks bytes flow
+// both ways through the installed daemon.
+func relayRoundTrip(t *testing.T, m mapping, dial func(port int) (net.Conn, error)) {
+	t.Helper()
+	agent, err := dial(m.Port1)
+	if err != nil {
+		t.Errorf("agent dial port %d: %v", m.Port1, err)
+		return
+	}
+	defer agent.Close()
+	agent.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := agent.Write([]byte(m.Pass1)); err != nil {
+		t.Errorf("agent passcode: %v", err)
+		return
+	}
+	ok := make([]byte, len("AUTHORIZED"))
+	if _, err := io.ReadFull(agent, ok); err != nil || string(ok) != "AUTHORIZED" {
+		t.Errorf("agent on port %d: got %q, %v; want AUTHORIZED", m.Port1, ok, err)
+		return
+	}
+	pubConn, err := dial(m.Port2)
+	if err != nil {
+		t.Errorf("public dial port %d: %v", m.Port2, err)
+		return
+	}
+	defer pubConn.Close()
+	pubConn.SetDeadline(time.Now().Add(30 * time.Second))
+	for _, hop := range []struct {
+		from, to net.Conn
+		msg      string
+	}{{pubConn, agent, "GET / HTTP/1.0\r\n\r\n"}, {agent, pubConn, "HTTP/1.0 200 OK\r\n\r\nhello"}} {
+		if _, err := hop.from.Write([]byte(hop.msg)); err != nil {
+			t.Errorf("relay write: %v", err)
+			return
+		}
+		got := make([]byte, len(hop.msg))
+		if _, err := io.ReadFull(hop.to, got); err != nil || string(got) != hop.msg {
+			t.Errorf("relay through ports %d/%d: got %q, %v; want %q", m.Port1, m.Port2, got, err, hop.msg)
+			return
+		}
+	}
+}
+
+// dialPorts checks a mapping's listeners accept connections. A public
+// mapping's port2 is left to relayRoundTrip: a public client that connects
+// and leaves would be paired with the next agent connection.
 func dialPorts(t *testing.T, m mapping) {
 	t.Helper()
-	for _, p := range []int{m.Port1, m.Port2} {
+	ports := []int{m.Port1, m.Port2}
+	if m.Public {
+		ports = ports[:1]
+	}
+	for _, p := range ports {
 		if !portOpen(p) {
 			t.Errorf("mapping %s: nothing listens on port %d", m.ID, p)
 		}
