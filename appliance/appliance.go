@@ -167,6 +167,7 @@ func (s *system) boot(ctx context.Context) powerAction {
 	s.stage("modprobe helper", func() error { return installModprobe(s.self) })
 	s.stage("kernel modules", func() error { return s.loadModules(ctx) })
 	s.stage("boot partition", func() error { return s.mountBoot(ctx) })
+	s.goSafe("coldplug", func() { s.coldplugLater(ctx) })
 	s.stage("config", s.loadConfig)
 	s.setStatus(func(*status.Status) {})
 	s.log.Info("boot partition and config ready", "since_boot", time.Since(s.booted).Round(time.Millisecond))
@@ -184,23 +185,61 @@ func (s *system) loadModules(ctx context.Context) error {
 		return err
 	}
 	s.loader = l
+	ix := l.Index()
 	var errs []error
 	// The RNG first: early getrandom blocks until the pool is seeded, and
 	// a hardware RNG seeds it in milliseconds instead of a second or more.
 	for _, rng := range []string{"virtio_rng", "bcm2835_rng", "iproc_rng200"} {
-		if _, ok := l.Index().Module(rng); ok {
+		if _, ok := ix.Module(rng); ok {
 			if err := l.Load(ctx, rng); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	if err := l.LoadBoot(ctx); err != nil {
-		errs = append(errs, err)
-	}
+	// Drivers for the hardware that is there, found by modalias, in rounds
+	// (a bus driver brings new devices). Drivers for absent hardware are
+	// never loaded: under emulation each costs a noticeable fraction of a
+	// second.
 	if err := l.Coldplug(ctx, "/sys"); err != nil {
 		errs = append(errs, err)
 	}
+	// Then the board's modules that no device asks for: file systems, code
+	// pages, nftables.
+	var rest []string
+	for _, name := range ix.Load {
+		if m, ok := ix.Module(name); !ok || !isDeviceDriver(m) {
+			rest = append(rest, name)
+		}
+	}
+	if err := l.Load(ctx, rest...); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// isDeviceDriver reports whether a module binds to devices by modalias
+// ("pci:v...", "usb:v...", "of:N*T*C...", "virtio:d..."), as opposed to
+// modules named by what they provide ("fs-vfat", "nft-expr-ct").
+func isDeviceDriver(m kmod.Module) bool {
+	for _, a := range m.Aliases {
+		if strings.Contains(a, ":") && !strings.HasPrefix(a, "devname:") {
+			return true
+		}
+	}
+	return false
+}
+
+// coldplugLater runs more modalias rounds after boot, for devices that
+// appear late (USB hubs settle over seconds).
+func (s *system) coldplugLater(ctx context.Context) {
+	for _, d := range []time.Duration{3 * time.Second, 10 * time.Second} {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(d):
+		}
+		s.coldplug(ctx)
+	}
 }
 
 // coldplug loads drivers for devices that appeared since the last round.

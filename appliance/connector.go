@@ -192,10 +192,10 @@ func (c *connector) watchHealth(ctx context.Context) {
 				first := c.healthyAt.IsZero()
 				c.healthyAt = time.Now()
 				c.mu.Unlock()
+				c.s.setStatus(func(st *status.Status) { st.Connector.State, st.Connector.Mappings = "running", n })
 				if first {
 					c.s.log.Info("Connector is up", "api", base, "mappings", n, "since_boot", time.Since(c.s.booted).Round(time.Millisecond))
 				}
-				c.s.setStatus(func(st *status.Status) { st.Connector.State, st.Connector.Mappings = "running", n })
 				interval = 5 * time.Second
 			} else if errors.Is(ctx.Err(), context.Canceled) {
 				return

@@ -89,6 +89,7 @@ func (s *system) run(ctx context.Context) powerAction {
 
 	var action powerAction
 	var why string
+	supEnded := conn == nil
 	for why == "" {
 		select {
 		case sig := <-sigs:
@@ -99,6 +100,7 @@ func (s *system) run(ctx context.Context) powerAction {
 		case src := <-power:
 			why = "power button (" + src + ")"
 		case err := <-supDone:
+			supEnded = true
 			why = "the Connector stopped on request (commandline stop)"
 			if !errors.Is(err, supervise.ErrStopped) {
 				why = "the Connector supervisor ended: " + fmt.Sprint(err)
@@ -113,10 +115,12 @@ func (s *system) run(ctx context.Context) powerAction {
 	s.log.Info("shutting down", "why", why, "then", action.String())
 	s.setStatus(func(st *status.Status) { st.Connector.State = "stopping (" + why + ")" })
 	stopConnector()
-	select {
-	case <-supDone:
-	case <-time.After(30 * time.Second):
-		s.log.Error("the Connector did not stop within 30s; going on")
+	if !supEnded {
+		select {
+		case <-supDone:
+		case <-time.After(30 * time.Second):
+			s.log.Error("the Connector did not stop within 30s; going on")
+		}
 	}
 	if nw != nil {
 		if err := nw.Close(); err != nil { // saves the last known time
