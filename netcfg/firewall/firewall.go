@@ -13,8 +13,9 @@
 //     and only adds and deletes elements of its mapping-port set.
 //
 // OpenPorts and ClosePorts change the set "mapping_ports" element by element;
-// both are idempotent and safe for concurrent use. Counters reads the named
-// counters every rule updates, and Collector exports them to Prometheus.
+// both are idempotent and safe for concurrent use. Counters reads the
+// rules' counters by name (each counting rule carries its name as its
+// comment), and Collector exports them to Prometheus.
 //
 // Policy Drop is the appliance: everything not listed is dropped, new
 // connections to mapping ports are rate limited per source address, and
