@@ -110,12 +110,14 @@ func (l *loader) walkStruct(u, s cue.Value, p path) {
 		sel := sit.Selector()
 		name := fieldName(sel)
 		if sel.ConstraintType() == cue.RequiredConstraint && !present[name] {
-			l.c.add(l.posOf(p), p.field(name), fmt.Sprintf("missing required field %q", name)+requiredHint(p, name))
+			l.c.add(l.posOf(p), p.field(name), fmt.Sprintf("missing required field %q", name)+requiredHint(p))
 		}
 	}
 }
 
-func requiredHint(p path, name string) string {
+// requiredHint adds, for the five top-level keys, that the original needs
+// every one of them.
+func requiredHint(p path) string {
 	if len(p) == 0 {
 		return " (the settings need all five: ports, exclude, broker, address, dev)"
 	}

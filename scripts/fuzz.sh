@@ -6,7 +6,11 @@
 # the package's testdata/fuzz/ by `go test`.
 #
 #   scripts/fuzz.sh 60s           (what `make fuzz` runs)
-#   FUZZFLAGS='-fuzzminimizetime 10s' scripts/fuzz.sh 5m
+#   FUZZFLAGS='-fuzzminimizetime 30s' scripts/fuzz.sh 5m
+#
+# FUZZFLAGS defaults to -fuzzminimizetime 5s: go test otherwise spends up to
+# 60 s minimizing each new input, which for a target whose one execution
+# takes milliseconds (the CUE config loader) eats a whole 60 s run.
 set -euo pipefail
 dur=${1:?usage: scripts/fuzz.sh DURATION (e.g. 60s)}
 cd "$(dirname "$0")/.."
@@ -29,7 +33,7 @@ for t in "${targets[@]}"; do
 	pkg=$(dirname "$file")
 	echo "== $name in $pkg for $dur"
 	# shellcheck disable=SC2086 # FUZZFLAGS is a list of flags
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$dur" ${FUZZFLAGS:-} "$pkg"; then
+	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$dur" ${FUZZFLAGS:--fuzzminimizetime 5s} "$pkg"; then
 		failed+=("$name ($pkg)")
 	fi
 done
