@@ -1,0 +1,332 @@
+package appliance_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/appliance"
+	"github.com/eclipse-iofog/iofog-connector/image"
+	"github.com/eclipse-iofog/iofog-connector/qemu"
+	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
+)
+
+// badConfig has two mistakes, on lines 5 and 6; the appliance must boot on
+// the built-in default (dev mode, API on 8080, ports 6000-6050) and say so.
+const badConfig = `ports:   ["6000-6010"]
+exclude: []
+broker:  12345
+address: "127.0.0.1"
+dev:     "yes"
+hostname: "-not-a-name-"
+`
+
+// Generous guards against a hung VM, never performance checks: boots are
+// emulated (TCG) on shared cores.
+const (
+	bootTimeout = 4 * time.Minute
+	stepTimeout = 2 * time.Minute
+)
+
+// TestApplianceBootsInQEMU boots the real x86_64 image (kernel, initramfs,
+// our binary as /init, a FAT boot partition) twice from the same disk and
+// checks what a user relies on. One boot serves several assertions, to keep
+// emulated boots few.
+func TestApplianceBootsInQEMU(t *testing.T) {
+	cache := requireQEMU(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
+	defer cancel()
+
+	bin, err := image.BuildBinary(ctx, "amd64", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "connector.cue")
+	if err := os.WriteFile(cfg, []byte(badConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := image.Build(ctx, image.Options{Board: "x86_64", Out: filepath.Join(dir, "appliance.img"),
+		Binary: bin, Config: cfg, CacheDir: cache})
+	if err != nil {
+		t.Fatalf("building the image: %v", err)
+	}
+
+	// A microservice on the host for the agent to reach, and the agent.
+	echo := echoServer(t)
+	var agent *agentclient.Client
+	var port1, port2 int
+	// Guest ports reachable from the host: the API and the first mapping's
+	// two ports (the lowest of the default pool). The second boot reuses
+	// the host ports, so the agent keeps dialling the same address.
+	forwards := []qemu.Forward{{Guest: 8080}, {Guest: 6000}, {Guest: 6001}}
+
+	parent := t
+	t.Run("first boot", func(t *testing.T) {
+		vm, typeLine := boot(ctx, t, res.Image, cache, forwards)
+		for i := range forwards {
+			forwards[i].Host = vm.HostPort(forwards[i].Guest)
+		}
+		start := time.Now()
+		up := waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+		t.Logf("first boot: Connector API up %s after QEMU started (%s)", time.Since(start).Round(100*time.Millisecond), up)
+		api := "http://" + vm.Addr(8080)
+
+		// The bad config is reported, and the default runs.
+		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
+		if st["status"] != "running" || st["mappings"] != float64(0) {
+			t.Fatalf("status on first boot: %v", st)
+		}
+
+		// A public mapping carries traffic from a host-side public client
+		// through the appliance to the agent's microservice and back.
+		add := apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
+		port1, port2 = int(add["port1"].(float64)), int(add["port2"].(float64))
+		if port1 != 6000 || port2 != 6001 {
+			t.Fatalf("mapping got ports %d/%d; the test forwards 6000/6001 (the lowest of the default pool)", port1, port2)
+		}
+		// The agent outlives this boot (parent test's t): it keeps
+		// redialling through the reboot, as a real one would.
+		agent = startAgent(ctx, parent, vm.HostPort(port1), add["passcode1"].(string), echo)
+		roundTrip(ctx, t, agent, vm.Addr(port2), "first boot")
+
+		// Killing the Connector: PID 1 restarts it, the mapping is back on
+		// the same ports and carries traffic again.
+		off := len(vm.Console())
+		typeLine("iofog-test kill-connector")
+		waitConsole(ctx, t, vm, off, `iofog-test: kill-connector: killed pid \d+`, stepTimeout)
+		waitConsole(ctx, t, vm, off, `Connector is up.*`, stepTimeout)
+		st = apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
+		if st["mappings"] != float64(1) {
+			t.Fatalf("after the restart the Connector has %v mappings, want 1", st["mappings"])
+		}
+		roundTrip(ctx, t, agent, vm.Addr(port2), "after the Connector was killed and restarted")
+
+		off = len(vm.Console())
+		typeLine("iofog-test status")
+		live := waitConsole(ctx, t, vm, off, `(?s)`+appliance.HookStatusBegin+`.*`+appliance.HookStatusEnd, stepTimeout)
+		for _, want := range []string{"Restarts:     1", "Last restart:", "killed by signal 9", "running, 1 mapping(s)"} {
+			if !strings.Contains(live, want) {
+				t.Errorf("live status lacks %q:\n%s", want, live)
+			}
+		}
+
+		// `commandline stop` powers the appliance off: QEMU exits by itself.
+		apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+		if err := vm.Wait(stepTimeout); err != nil {
+			t.Fatalf("after commandline stop: %v", err)
+		}
+		waitConsole(ctx, t, vm, 0, `goodbye.*power off`, time.Second)
+
+		// STATUS.txt, as a person reads it after pulling the card.
+		status, err := image.ReadBootFile(res.Image, appliance.StatusFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{
+			"connector.cue: INVALID, running on the built-in default",
+			"- connector.cue:5:",
+			"- connector.cue:6:",
+			"API:          http://10.0.2.15:8080/api/v2/",
+			"commandline stop",
+		} {
+			if !strings.Contains(string(status), want) {
+				t.Errorf("STATUS.txt on the card lacks %q:\n%s", want, status)
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("reboot keeps mappings", func(t *testing.T) {
+		vm, _ := boot(ctx, t, res.Image, cache, forwards)
+		waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+		api := "http://" + vm.Addr(8080)
+		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
+		if st["mappings"] != float64(1) {
+			t.Fatalf("after a reboot the Connector has %v mappings, want the 1 from before", st["mappings"])
+		}
+		// The agent on the host has been redialling the same port meanwhile.
+		roundTrip(ctx, t, agent, vm.Addr(port2), "after a reboot")
+		apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+		if err := vm.Wait(stepTimeout); err != nil {
+			t.Fatalf("after commandline stop: %v", err)
+		}
+	})
+}
+
+// requireQEMU fails when QEMU or the kernel cache is missing, saying what
+// to install, unless IOFOG_SKIP_QEMU=1.
+func requireQEMU(t *testing.T) string {
+	t.Helper()
+	if os.Getenv("IOFOG_SKIP_QEMU") == "1" {
+		t.Skip("QEMU boot test skipped: IOFOG_SKIP_QEMU=1")
+	}
+	if err := qemu.Available("x86_64"); err != nil {
+		t.Fatalf("the appliance boot test needs QEMU (or set IOFOG_SKIP_QEMU=1): %v", err)
+	}
+	dir, err := image.DefaultCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := (image.Cache{Dir: dir}).Kernel("amd64"); err != nil {
+		t.Fatalf("the appliance boot test needs the kernel cache: run make fetch (or set IOFOG_SKIP_QEMU=1): %v", err)
+	}
+	return dir
+}
+
+// boot starts the image with test hooks on and returns the VM and a way to
+// type a line on its serial console.
+func boot(ctx context.Context, t *testing.T, img, cache string, fwd []qemu.Forward) (*qemu.VM, func(string)) {
+	t.Helper()
+	// The harness connects QEMU's stdin (the serial console's input) to
+	// os.Stdin when Interactive is set; a pipe stands in for the keyboard
+	// for as long as QEMU starts.
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved := os.Stdin
+	os.Stdin = r
+	vm, err := qemu.Start(ctx, qemu.Options{
+		Board: "x86_64", Image: img, Mode: qemu.Direct, CacheDir: cache,
+		Forward: fwd, Console: &consoleLog{t: t}, Cmdline: "iofog.testhooks=1", Interactive: true,
+	})
+	os.Stdin = saved
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close(); vm.Stop() })
+	return vm, func(line string) {
+		if _, err := io.WriteString(w, line+"\n"); err != nil {
+			t.Fatalf("typing on the console: %v", err)
+		}
+	}
+}
+
+func waitConsole(ctx context.Context, t *testing.T, vm *qemu.VM, offset int, re string, timeout time.Duration) string {
+	t.Helper()
+	m, err := vm.WaitForAfter(ctx, offset, regexp.MustCompile(re), timeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// apiCall posts a form to the Connector's API, as the Controller does.
+func apiCall(t *testing.T, base, path string, form url.Values) map[string]any {
+	t.Helper()
+	client := &http.Client{Timeout: time.Minute}
+	resp, err := client.PostForm(base+path, form)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil || m["errormessage"] != nil {
+		t.Fatalf("POST %s: %s (%v)", path, body, err)
+	}
+	return m
+}
+
+// echoServer is the agent's local microservice: it echoes each line back.
+func echoServer(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.Copy(c, c) }()
+		}
+	}()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+func startAgent(ctx context.Context, t *testing.T, hostPort1 int, passcode string, local int) *agentclient.Client {
+	t.Helper()
+	c, err := agentclient.New(agentclient.Config{
+		Mode: "public", Host: "127.0.0.1", Port: hostPort1, Passcode: passcode, ConnectionCount: 1,
+		LocalHost: "127.0.0.1", LocalPort: local, HeartbeatFrequency: 20000, HeartbeatAbsenceThreshold: 200000, DevMode: true,
+	}, agentclient.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), RetryDelay: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	go c.Run(actx)
+	return c
+}
+
+// roundTrip sends a line as a public client and expects it back through the
+// agent and its microservice.
+func roundTrip(ctx context.Context, t *testing.T, agent *agentclient.Client, public, when string) {
+	t.Helper()
+	wctx, cancel := context.WithTimeout(ctx, stepTimeout)
+	defer cancel()
+	if err := agent.WaitAuthorized(wctx, 1); err != nil {
+		t.Fatalf("%s: the agent did not get an authenticated connection: %v", when, err)
+	}
+	c, err := net.DialTimeout("tcp", public, 30*time.Second)
+	if err != nil {
+		t.Fatalf("%s: dialing the public port: %v", when, err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(stepTimeout))
+	msg := fmt.Sprintf("hello through the appliance, %s\n", when)
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatalf("%s: %v", when, err)
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != msg {
+		t.Fatalf("%s: public client read %q, %v; want %q", when, got, err, msg)
+	}
+}
+
+// consoleLog puts the serial console into the test log with -v, a line at
+// a time (QEMU writes it in arbitrary pieces).
+type consoleLog struct {
+	t    *testing.T
+	mu   sync.Mutex
+	line []byte
+}
+
+func (l *consoleLog) Write(p []byte) (int, error) {
+	if !testing.Verbose() {
+		return len(p), nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.line = append(l.line, p...)
+	for {
+		i := bytes.IndexByte(l.line, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		l.t.Logf("console: %s", bytes.TrimRight(l.line[:i], "\r"))
+		l.line = l.line[i+1:]
+	}
+}
