@@ -36,7 +36,7 @@ func TestHarnessBoots(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			vm, err := Start(ctx, Options{Board: c.board, Image: res.Image, Mode: c.mode, CacheDir: cache,
-				Forward: []Forward{{Guest: 7000}}, Console: testLog{t}})
+				Forward: []Forward{{Guest: 7000}}, Console: newTestLog(t)})
 			if err != nil {
 				t.Fatal(err)
 			}

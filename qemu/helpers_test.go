@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/eclipse-iofog/iofog-connector/image"
@@ -63,13 +64,29 @@ func buildImage(t testing.TB, o image.Options) *image.Result {
 	return res
 }
 
-// testLog is an io.Writer to the test log, one line per write, for the
-// serial console when -v is on.
-type testLog struct{ t testing.TB }
+// testLog writes the serial console to the test log line by line when -v
+// is on (the whole console is in failure messages anyway).
+type testLog struct {
+	t    testing.TB
+	mu   *sync.Mutex
+	line *[]byte
+}
+
+func newTestLog(t testing.TB) testLog { return testLog{t: t, mu: new(sync.Mutex), line: new([]byte)} }
 
 func (l testLog) Write(p []byte) (int, error) {
-	if testing.Verbose() {
-		l.t.Logf("console: %s", bytes.TrimRight(p, "\n"))
+	if !testing.Verbose() {
+		return len(p), nil
 	}
-	return len(p), nil
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	*l.line = append(*l.line, p...)
+	for {
+		i := bytes.IndexByte(*l.line, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		l.t.Logf("console: %s", bytes.TrimRight((*l.line)[:i], "\r"))
+		*l.line = (*l.line)[i+1:]
+	}
 }

@@ -367,6 +367,11 @@ func (vm *VM) Wait(timeout time.Duration) error {
 	select {
 	case <-vm.done:
 		return vm.exitErr
+	default:
+	}
+	select {
+	case <-vm.done:
+		return vm.exitErr
 	case <-time.After(timeout):
 		return fmt.Errorf("QEMU still running after %s; console ends:\n%s", timeout, vm.tail(20))
 	}

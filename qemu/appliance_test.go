@@ -1,0 +1,216 @@
+package qemu
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/image"
+	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
+	"github.com/eclipse-iofog/iofog-connector/schema"
+)
+
+// The config the boot tests put on the image with `mkimage config`
+// (image.RewriteConfig): a different API port and pool than the image's
+// default, so an answer there proves the rewritten config is the one used.
+const bootTestConfig = `ports: ["6000-6003"]
+exclude: []
+broker: 12345
+address: "127.0.0.1"
+dev: true
+api: http_port: 8081
+`
+
+// TestApplianceBoots boots each board's real image (the real binary as PID
+// 1, not a test init), once per board: the config written by mkimage config
+// must be the one in use, the API must answer through hostfwd, a public
+// mapping must carry a client's bytes to a microservice through an agent,
+// and "commandline stop" must power the VM off.
+//
+// With restrict=on the guest cannot dial out, so the agent runs on the host
+// and dials in through hostfwd; the microservice is on the host's loopback.
+func TestApplianceBoots(t *testing.T) {
+	for _, c := range []struct{ board, goarch string }{{"x86_64", "amd64"}, {"rpi", "arm64"}} {
+		t.Run(c.board, func(t *testing.T) {
+			t.Parallel()
+			cache := requireQEMU(t, c.board)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			defer cancel()
+			dir := t.TempDir()
+			bin, err := image.BuildBinary(ctx, c.goarch, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res := buildImage(t, image.Options{Board: c.board, Out: filepath.Join(dir, "appliance.img"), Binary: bin, CacheDir: cache})
+			cfg := filepath.Join(dir, "connector.cue")
+			if err := os.WriteFile(cfg, []byte(bootTestConfig), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			err = image.RewriteConfig(res.Image, cfg, func(name string, data []byte) error {
+				_, err := schema.LoadBytes(name, data)
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			fwd := []Forward{{Guest: 8081}}
+			for p := 6000; p <= 6003; p++ {
+				fwd = append(fwd, Forward{Guest: p})
+			}
+			vm, err := Start(ctx, Options{Board: c.board, Image: res.Image, CacheDir: cache, Forward: fwd, Console: newTestLog(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(vm.Stop)
+			api := "http://" + vm.Addr(8081) + "/api/v2/"
+
+			// Up: the API answers on the rewritten config's port.
+			status := waitAPI(ctx, t, vm, api+"status", url.Values{"mappingid": {"all"}}, 5*time.Minute)
+			if status["status"] != "running" {
+				t.Fatalf("status: %v; want \"status\":\"running\"", status)
+			}
+
+			t.Run("public mapping carries traffic", func(t *testing.T) {
+				publicMapping(ctx, t, vm, api)
+			})
+
+			t.Run("commandline stop powers off", func(t *testing.T) {
+				if _, err := post(ctx, api+"commandline", url.Values{"command": {"stop"}}); err != nil {
+					t.Fatal(err)
+				}
+				if err := vm.Wait(3 * time.Minute); err != nil {
+					t.Fatalf("after commandline stop: %v", err)
+				}
+			})
+		})
+	}
+}
+
+func publicMapping(ctx context.Context, t *testing.T, vm *VM, api string) {
+	mapping := `{"type":"public","maxconnections":1,"heartbeatabsencethreshold":60000}`
+	m, err := post(ctx, api+"mapping/add", url.Values{"mapping": {mapping}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port1, port2 := int(num(m["port1"])), int(num(m["port2"]))
+	if vm.HostPort(port1) == 0 || vm.HostPort(port2) == 0 {
+		t.Fatalf("mapping got ports %d/%d, outside the configured pool 6000-6003: %v", port1, port2, m)
+	}
+	passcode, _ := m["passcode1"].(string)
+
+	// The microservice: answers each line with "echo: " and the line.
+	svc, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer svc.Close()
+	go func() {
+		for {
+			c, err := svc.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, _ := bufio.NewReader(c).ReadString('\n')
+				fmt.Fprintf(c, "echo: %s", line)
+			}()
+		}
+	}()
+
+	agent, err := agentclient.New(agentclient.Config{
+		Mode: "public", Host: "127.0.0.1", Port: vm.HostPort(port1), Passcode: passcode, ConnectionCount: 1,
+		LocalHost: "127.0.0.1", LocalPort: svc.Addr().(*net.TCPAddr).Port, DevMode: true,
+	}, agentclient.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, stop := context.WithCancel(ctx)
+	defer stop()
+	go agent.Run(actx)
+	wctx, wcancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer wcancel()
+	if err := agent.WaitAuthorized(wctx, 1); err != nil {
+		t.Fatalf("agent not authorized on port %d (host %d): %v; stats %+v", port1, vm.HostPort(port1), err, agent.Stats())
+	}
+
+	c, err := net.DialTimeout("tcp", vm.Addr(port2), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Minute))
+	fmt.Fprintf(c, "hello through the appliance\n")
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || got != "echo: hello through the appliance\n" {
+		t.Fatalf("public client got %q, %v; want the microservice's echo", got, err)
+	}
+}
+
+// waitAPI polls an API call until it answers 200 (the guest is booting;
+// hostfwd resets connections until something listens), QEMU exits, or
+// timeout passes.
+func waitAPI(ctx context.Context, t *testing.T, vm *VM, u string, form url.Values, timeout time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last error
+	for time.Now().Before(deadline) {
+		select {
+		case <-vm.Done():
+			t.Fatalf("QEMU exited before the API answered at %s (is the appliance PID 1 in place?): %v\nconsole ends:\n%s", u, vm.Wait(0), vm.tail(60))
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(time.Second):
+		}
+		m, err := post(ctx, u, form)
+		if err == nil {
+			return m
+		}
+		last = err
+	}
+	t.Fatalf("the API did not answer at %s within %s (last: %v)\nconsole ends:\n%s", u, timeout, last, vm.tail(60))
+	return nil
+}
+
+func post(ctx context.Context, u string, form url.Values) (map[string]any, error) {
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("POST %s: %s: %s", u, resp.Status, body)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(body, &m); err != nil {
+		return nil, fmt.Errorf("POST %s: not JSON: %q", u, body)
+	}
+	return m, nil
+}
+
+func num(v any) float64 {
+	f, _ := v.(float64)
+	return f
+}
