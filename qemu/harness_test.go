@@ -24,9 +24,11 @@ func TestHarnessBoots(t *testing.T) {
 		configName    string
 	}{
 		{"x86_64", "amd64", Direct, "connector.cue"},
+		{"x86_64", "amd64", UEFI, "connector.cue"},
 		{"rpi", "arm64", Direct, "connector.cue"},
+		{"rpi", "arm64", Virt, "connector.cue"},
 	} {
-		t.Run(c.board, func(t *testing.T) {
+		t.Run(c.board+"/"+c.mode.String(), func(t *testing.T) {
 			t.Parallel()
 			cache := requireQEMU(t, c.board)
 			dir := t.TempDir()
@@ -41,9 +43,12 @@ func TestHarnessBoots(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(vm.Stop)
+			start := time.Now()
 			if _, err := vm.WaitFor(ctx, regexp.MustCompile(`HARNESS: (ready|error.*)`), 4*time.Minute); err != nil {
 				t.Fatal(err)
 			}
+			// For the record (make test -v), not a check: machines are noisy.
+			t.Logf("%s %s: booted to the test init's network in %s", c.board, c.mode, time.Since(start).Round(100*time.Millisecond))
 			if m, _ := vm.WaitFor(ctx, regexp.MustCompile(`HARNESS: error.*`), 0); m != "" {
 				t.Fatalf("guest: %s", m)
 			}

@@ -35,6 +35,18 @@ const (
 	Virt
 )
 
+func (m Mode) String() string {
+	switch m {
+	case Direct:
+		return "direct"
+	case UEFI:
+		return "uefi"
+	case Virt:
+		return "virt"
+	}
+	return "mode" + strconv.Itoa(int(m))
+}
+
 // Forward is a guest TCP port reachable on the host's loopback.
 type Forward struct {
 	Guest int
