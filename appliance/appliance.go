@@ -69,13 +69,14 @@ type system struct {
 	opts    Options
 	log     *slog.Logger
 	level   *slog.LevelVar
-	console io.Writer
+	out     *output // console, and the log file if the config asks
 	cmdline Cmdline
 	self    string
 	booted  time.Time
 
-	reaper *reaper.Reaper
-	loader *kmod.Loader // nil when the initramfs has no module index
+	reaper      *reaper.Reaper
+	loader      *kmod.Loader    // nil when the initramfs has no module index
+	modulesDone <-chan struct{} // closed when the board's other modules are in
 
 	bootDev  string // "" when no boot partition was found
 	dataDir  string // BootDir, or volatileDir without a boot partition
@@ -84,7 +85,6 @@ type system struct {
 	cfg      *schema.Config
 	cfgPath  string // what the Connector child is given with --config
 
-	logFile  *logfile.Writer  // nil unless the config asks
 	watchdog *watchdog.Feeder // nil without /dev/watchdog
 
 	statusW *status.Writer
@@ -96,16 +96,16 @@ type system struct {
 // Run boots the appliance and returns only if powering off failed.
 func Run(opts Options) int {
 	s := &system{opts: opts, booted: time.Now(), level: new(slog.LevelVar)}
-	s.console = os.Stderr
+	s.out = &output{console: os.Stderr}
 	if err := mountEarly(); err != nil {
 		fmt.Fprintf(os.Stderr, "iofog-connector init: %v\n", err)
 	}
 	if c, err := openConsole(); err == nil {
-		s.console = c
+		s.out.setConsole(c)
 	} else {
 		fmt.Fprintf(os.Stderr, "iofog-connector init: %v\n", err)
 	}
-	s.log = slog.New(slog.NewTextHandler(s.console, &slog.HandlerOptions{Level: s.level}))
+	s.log = slog.New(slog.NewTextHandler(s.out, &slog.HandlerOptions{Level: s.level}))
 	s.log.Info("iofog-connector appliance starting", "version", opts.Version, "pid", os.Getpid())
 
 	b, _ := os.ReadFile("/proc/cmdline")
@@ -166,6 +166,7 @@ func (s *system) boot(ctx context.Context) powerAction {
 	s.stage("file limits", raiseFileLimits)
 	s.stage("modprobe helper", func() error { return installModprobe(s.self) })
 	s.stage("kernel modules", func() error { return s.loadModules(ctx) })
+	s.modulesDone = s.loadRest(ctx)
 	s.stage("boot partition", func() error { return s.mountBoot(ctx) })
 	s.goSafe("coldplug", func() { s.coldplugLater(ctx) })
 	s.stage("config", s.loadConfig)
@@ -203,18 +204,51 @@ func (s *system) loadModules(ctx context.Context) error {
 	if err := l.Coldplug(ctx, "/sys"); err != nil {
 		errs = append(errs, err)
 	}
-	// Then the board's modules that no device asks for: file systems, code
-	// pages, nftables.
-	var rest []string
-	for _, name := range ix.Load {
-		if m, ok := ix.Module(name); !ok || !isDeviceDriver(m) {
-			rest = append(rest, name)
-		}
-	}
-	if err := l.Load(ctx, rest...); err != nil {
+	// The boot partition needs FAT and its code pages before anything else.
+	if err := l.Load(ctx, present(ix, bootpart.Modules())...); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// loadRest loads the board's modules that no device asks for (nftables and
+// the like) while the boot continues; the firewall waits for it. Under
+// emulation this overlaps seconds of module loading with the DHCP wait.
+func (s *system) loadRest(ctx context.Context) <-chan struct{} {
+	done := make(chan struct{})
+	if s.loader == nil {
+		close(done)
+		return done
+	}
+	s.goSafe("kernel modules", func() {
+		defer close(done)
+		ix := s.loader.Index()
+		var rest []string
+		for _, name := range ix.Load {
+			if m, ok := ix.Module(name); !ok || !isDeviceDriver(m) {
+				rest = append(rest, name)
+			}
+		}
+		start := time.Now()
+		if err := s.loader.Load(ctx, rest...); err != nil {
+			s.log.Warn("some kernel modules did not load", "err", err)
+			s.problem("kernel modules: " + err.Error())
+		}
+		s.log.Debug("board modules loaded", "took", time.Since(start).Round(time.Millisecond))
+	})
+	return done
+}
+
+// present keeps the names the index knows (a module built into the kernel
+// needs no loading, and an image may leave one out).
+func present(ix *kmod.Index, names []string) []string {
+	var out []string
+	for _, n := range names {
+		if _, ok := ix.Module(n); ok {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // isDeviceDriver reports whether a module binds to devices by modalias
@@ -357,7 +391,7 @@ func (s *system) loadConfig() error {
 		if err != nil {
 			return err
 		}
-		s.logFile = w
+		s.out.setFile(w)
 	}
 	return nil
 }
@@ -391,6 +425,6 @@ func (s *system) setStatus(change func(*status.Status)) {
 		for _, l := range strings.Split(strings.TrimRight(text, "\n"), "\n") {
 			b.WriteString("status| " + l + "\n")
 		}
-		io.WriteString(s.console, b.String())
+		io.WriteString(s.out, b.String())
 	}
 }

@@ -74,10 +74,7 @@ func (c *connector) pump(r io.Reader) {
 			if !strings.HasSuffix(line, "\n") {
 				line += "\n"
 			}
-			io.WriteString(c.s.console, line)
-			if c.s.logFile != nil {
-				c.s.logFile.Write([]byte(line))
-			}
+			io.WriteString(c.s.out, line)
 			c.mu.Lock()
 			c.lastLine = strings.TrimSpace(line)
 			c.mu.Unlock()

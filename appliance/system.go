@@ -45,7 +45,13 @@ func (s *system) run(ctx context.Context) powerAction {
 	var nw *netcfg.Network
 	s.stage("network", func() (err error) { nw, err = s.startNetwork(ctx); return err })
 	s.stage("tls", func() error { return s.prepareTLS(ctx, nw) })
-	s.stage("firewall", s.applyFirewall)
+	s.stage("firewall", func() error {
+		select { // nftables modules
+		case <-s.modulesDone:
+		case <-ctx.Done():
+		}
+		return s.applyFirewall()
+	})
 	if nw != nil {
 		s.showNetwork(nw)
 		s.goSafe("network status", func() {
@@ -307,9 +313,7 @@ func (s *system) shutdown(action powerAction) int {
 	if s.statusW != nil {
 		s.statusW.Flush()
 	}
-	if s.logFile != nil {
-		s.logFile.Close()
-	}
+	s.out.closeFile()
 	// Anything else still running (there should be nothing).
 	_ = syscall.Kill(-1, syscall.SIGTERM)
 	time.Sleep(200 * time.Millisecond)

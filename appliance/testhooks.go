@@ -36,7 +36,7 @@ func (s *system) testHooks(ctx context.Context, c *connector, out chan<- string)
 			continue
 		}
 		reply := func(format string, a ...any) {
-			fmt.Fprintf(s.console, "iofog-test: "+format+"\n", a...)
+			fmt.Fprintf(s.out, "iofog-test: "+format+"\n", a...)
 		}
 		switch f[1] {
 		case "kill-connector":
@@ -57,7 +57,7 @@ func (s *system) testHooks(ctx context.Context, c *connector, out chan<- string)
 				b.Write(s.statusW.Current())
 			}
 			b.WriteString(HookStatusEnd + "\n")
-			io.WriteString(s.console, b.String())
+			io.WriteString(s.out, b.String())
 		case "sync":
 			if s.statusW != nil {
 				s.statusW.Flush()

@@ -187,6 +187,9 @@ func or(s, def string) string {
 	return s
 }
 
+// Modules are the kernel modules Mount needs (when they are not built in).
+func Modules() []string { return []string{"vfat", "nls_cp437", "nls_ascii"} }
+
 // Mount mounts the FAT file system on dev at dir. "flush" writes data out
 // early, because the card can be pulled at any moment; the kernel needs
 // nls_cp437 and nls_ascii loaded for the default code page and charset.
