@@ -8,7 +8,7 @@ import "time"
 // Config is a validated configuration. The first five fields are the ioFog
 // Connector settings, byte-compatible with the original's settings file; the
 // rest are appliance and daemon extensions, all optional with defaults filled
-// in by Load.
+// in by Load. JSON tags spell the names as the config files do.
 type Config struct {
 	// The five keys of the original iofog-connector.conf.
 	Ports   []string `json:"ports"`
@@ -18,7 +18,7 @@ type Config struct {
 	Dev     bool     `json:"dev"`
 
 	Hostname string      `json:"hostname,omitempty"`
-	Network  []Interface `json:"network,omitempty"`
+	Network  []Interface `json:"network,omitempty"` // none: the first Ethernet interface, DHCP
 	NTP      NTP         `json:"ntp"`
 	TLS      TLS         `json:"tls"`
 	Firewall Firewall    `json:"firewall"`
@@ -53,8 +53,11 @@ type NTP struct {
 
 // TLS says where the non-dev mode's certificate comes from.
 type TLS struct {
-	// Mode is "files" (server-cert.pem and server-key.pem must exist) or
-	// "generate" (make a self-signed pair for Names and IPs when none exists).
+	// Mode is "auto" (the default: use server-cert.pem and server-key.pem
+	// when present; the appliance generates a self-signed pair when they are
+	// missing, the plain daemon refuses to start), "files" (they must exist)
+	// or "generate" (make a self-signed pair for Names and IPs when none
+	// exists).
 	Mode  string   `json:"mode"`
 	Names []string `json:"names,omitempty"`
 	IPs   []string `json:"ips,omitempty"`
@@ -118,5 +121,6 @@ type Relay struct {
 	PublicWait Duration `json:"public_wait"`
 }
 
-// Duration is a time.Duration written as a Go duration string ("10s").
+// Duration is a time.Duration written as a Go duration string ("10s") in
+// JSON, CUE and HCL alike.
 type Duration struct{ time.Duration }
