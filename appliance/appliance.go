@@ -76,7 +76,7 @@ type system struct {
 
 	reaper      *reaper.Reaper
 	loader      *kmod.Loader    // nil when the initramfs has no module index
-	modulesDone <-chan struct{} // closed when the board's other modules are in
+	modulesDone <-chan struct{} // closed when nftables and friends are loaded
 
 	bootDev  string // "" when no boot partition was found
 	dataDir  string // BootDir, or volatileDir without a boot partition
@@ -211,32 +211,48 @@ func (s *system) loadModules(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// loadRest loads the board's modules that no device asks for (nftables and
-// the like) while the boot continues; the firewall waits for it. Under
-// emulation this overlaps seconds of module loading with the DHCP wait.
+// loadRest loads the rest of the board's modules while the boot goes on:
+// first those no device asks for (nftables and the like; the returned
+// channel closes then, and the firewall waits for it), then the board's
+// drivers that modalias matching did not pick, in case a device shows no
+// modalias. Under emulation this overlaps seconds of module loading with
+// the DHCP wait, and drivers for absent hardware never delay the Connector.
 func (s *system) loadRest(ctx context.Context) <-chan struct{} {
-	done := make(chan struct{})
+	ready := make(chan struct{})
 	if s.loader == nil {
-		close(done)
-		return done
+		close(ready)
+		return ready
 	}
 	s.goSafe("kernel modules", func() {
-		defer close(done)
+		defer func() {
+			select {
+			case <-ready:
+			default:
+				close(ready)
+			}
+		}()
 		ix := s.loader.Index()
-		var rest []string
+		var services, drivers []string
 		for _, name := range ix.Load {
-			if m, ok := ix.Module(name); !ok || !isDeviceDriver(m) {
-				rest = append(rest, name)
+			if m, ok := ix.Module(name); ok && isDeviceDriver(m) {
+				drivers = append(drivers, name)
+			} else {
+				services = append(services, name)
 			}
 		}
 		start := time.Now()
-		if err := s.loader.Load(ctx, rest...); err != nil {
+		if err := s.loader.Load(ctx, services...); err != nil {
 			s.log.Warn("some kernel modules did not load", "err", err)
 			s.problem("kernel modules: " + err.Error())
 		}
-		s.log.Debug("board modules loaded", "took", time.Since(start).Round(time.Millisecond))
+		close(ready)
+		s.log.Debug("board service modules loaded", "took", time.Since(start).Round(time.Millisecond))
+		if err := s.loader.Load(ctx, drivers...); err != nil {
+			s.log.Debug("board drivers", "err", err)
+		}
+		s.log.Debug("all board modules loaded", "took", time.Since(start).Round(time.Millisecond))
 	})
-	return done
+	return ready
 }
 
 // present keeps the names the index knows (a module built into the kernel
