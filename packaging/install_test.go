@@ -133,6 +133,9 @@ func TestInstallUpgradePurge(t *testing.T) {
 	// must read its key as the service user and bind 443 with its one
 	// capability.
 	edited = tlsMode(t, svc, edited, []mapping{pub, priv})
+	if !svc.systemd {
+		withoutStartStopDaemon(t, svc)
+	}
 
 	// Remove keeps settings, state and the user; purge removes them.
 	mustRun(t, "dpkg", "-r", Name)
@@ -234,6 +237,36 @@ func tlsMode(t *testing.T, svc *service, settings string, maps []mapping) string
 		t.Fatal("daemon still running after stop")
 	}
 	return settings
+}
+
+// withoutStartStopDaemon runs the init script as on the RPM family, where
+// there is no start-stop-daemon: in a private mount namespace in which the
+// tool is hidden (bind-mounted over with /dev/null, which is not executable).
+func withoutStartStopDaemon(t *testing.T, svc *service) {
+	t.Helper()
+	ssd, err := exec.LookPath("start-stop-daemon")
+	if err != nil {
+		t.Log("no start-stop-daemon on this host: the script already ran its fallback")
+		return
+	}
+	hidden := func(action string) string {
+		real, err := filepath.EvalSymlinks(ssd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mustRun(t, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+			fmt.Sprintf("mount --bind /dev/null %s && ! command -v start-stop-daemon >/dev/null && exec %s %s", real, InitPath, action))
+	}
+	hidden("start")
+	pid := svc.waitUp(t)
+	checkProcess(t, pid)
+	if out := hidden("status"); !strings.Contains(out, "iofog-connector is up and running.") {
+		t.Errorf("init script status without start-stop-daemon:\n%s", out)
+	}
+	hidden("stop")
+	if svc.pid(t) != 0 || portOpen(443) {
+		t.Fatal("daemon still running after the fallback stop")
+	}
 }
 
 func requireRoot(t *testing.T) {
