@@ -254,7 +254,11 @@ func (vm *VM) args(o Options) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		d, err := direct(b, b.Cmdline+" "+extra)
+		// QEMU's raspi3b watchdog model resets the machine the moment the
+		// watchdog is started (it has no timer), which -no-reboot turns
+		// into QEMU exiting: the appliance leaves /dev/watchdog alone when
+		// told iofog.watchdog=off.
+		d, err := direct(b, b.Cmdline+" iofog.watchdog=off "+extra)
 		if err != nil {
 			return nil, err
 		}
