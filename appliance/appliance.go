@@ -18,9 +18,11 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/appliance/bootconfig"
@@ -126,8 +128,36 @@ func Run(opts Options) int {
 	s.reaper = reaper.New(s.log)
 	s.goSafe("reaper", func() { s.reaper.Run(ctx) })
 
-	action := s.boot(ctx)
+	action, ok := s.bootRecovering(ctx)
+	if !ok {
+		// The boot sequence itself broke. Whatever runs (the Connector,
+		// likely) keeps running; wait for a request to stop.
+		action = s.waitForStop()
+	}
 	return s.shutdown(action)
+}
+
+// bootRecovering runs boot and reports false if it panicked.
+func (s *system) bootRecovering(ctx context.Context) (a powerAction, ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("internal error in the boot sequence; waiting for SIGTERM or Ctrl-Alt-Del", "panic", r)
+			s.problem(fmt.Sprintf("internal error in the boot sequence: %v (please report)", r))
+			ok = false
+		}
+	}()
+	return s.boot(ctx), true
+}
+
+// waitForStop is the last resort after a broken boot: SIGTERM powers off,
+// SIGINT (Ctrl-Alt-Del) reboots.
+func (s *system) waitForStop() powerAction {
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGPWR)
+	if sig := <-sigs; sig == syscall.SIGINT {
+		return reboot
+	}
+	return powerOff
 }
 
 // goSafe runs fn in a goroutine that survives its panics: logged, and the

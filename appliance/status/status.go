@@ -186,6 +186,12 @@ func (w *Writer) Update(s Status) {
 		w.timer = time.AfterFunc(wait, func() {
 			w.mu.Lock()
 			defer w.mu.Unlock()
+			// Runs on its own goroutine in PID 1: a panic must not kill it.
+			defer func() {
+				if r := recover(); r != nil && w.OnError != nil {
+					w.OnError(fmt.Errorf("writing %s: internal error: %v", w.Path, r))
+				}
+			}()
 			w.timer = nil
 			w.flushLocked()
 		})
