@@ -29,6 +29,9 @@ import (
 // with the user's edited settings in place, and checks that the edit survives
 // and every mapping comes back on the same ports; then removes and purges.
 func TestInstallUpgradePurge(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: this test installs, upgrades and purges the package on this machine")
+	}
 	requireRoot(t)
 	need(t, "dpkg")
 	need(t, "dpkg-deb")
