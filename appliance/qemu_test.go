@@ -153,6 +153,16 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		return
 	}
 
+	// The user fixes the config on the card, in another format, and asks
+	// for a log file on the card.
+	good := filepath.Join(dir, "fixed.hcl")
+	if err := os.WriteFile(good, []byte(fixedConfig), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := image.RewriteConfig(res.Image, good, nil); err != nil {
+		t.Fatal(err)
+	}
+
 	t.Run("reboot keeps mappings", func(t *testing.T) {
 		vm, _ := boot(ctx, t, res.Image, cache, forwards)
 		waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
@@ -167,8 +177,43 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		if err := vm.Wait(stepTimeout); err != nil {
 			t.Fatalf("after commandline stop: %v", err)
 		}
+
+		status, err := image.ReadBootFile(res.Image, appliance.StatusFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(status), "Config:       connector.hcl: OK\n") || strings.Contains(string(status), "problem(s)") {
+			t.Errorf("STATUS.txt after fixing the config:\n%s", status)
+		}
+		if saved, err := image.ReadBootFile(res.Image, "state/last-good.hcl"); err != nil || string(saved) != fixedConfig {
+			t.Errorf("state/last-good.hcl = %q, %v; want the fixed config", saved, err)
+		}
+		logText, err := image.ReadBootFile(res.Image, appliance.LogFile)
+		if err != nil {
+			t.Fatalf("the config asks for a log file on the card: %v", err)
+		}
+		if len(logText) > 16<<10 {
+			t.Errorf("log file is %d bytes, over its 16 KiB cap", len(logText))
+		}
+		for _, want := range []string{"iofog-connector is up and running", `msg="shutting down"`} {
+			if !strings.Contains(string(logText), want) {
+				t.Errorf("log file on the card lacks %q (PID 1's and the Connector's lines both belong there)", want)
+			}
+		}
 	})
 }
+
+// fixedConfig is valid, HCL, and keeps a small log file on the card.
+const fixedConfig = `ports   = ["6000-6050"]
+exclude = []
+broker  = 12345
+address = "127.0.0.1"
+dev     = true
+log {
+  file         = true
+  max_size_kib = 16
+}
+`
 
 // requireQEMU fails when QEMU or the kernel cache is missing, saying what
 // to install, unless IOFOG_SKIP_QEMU=1.
