@@ -63,6 +63,7 @@ type Connector struct {
 	publicWait time.Duration
 	met        *metrics
 	bufs       sync.Pool // *[]byte of bigBuf
+	smallBufs  sync.Pool // *[]byte of smallCopy, for short bursts
 
 	// mu serializes adds, removes and store writes, and guards the pool
 	// and the mapping table.
@@ -102,6 +103,7 @@ func New(opts Options) (*Connector, error) {
 		c.publicWait = DefaultPublicWait
 	}
 	c.bufs.New = func() any { b := make([]byte, bigBuf); return &b }
+	c.smallBufs.New = func() any { b := make([]byte, smallCopy); return &b }
 	if !c.cfg.Dev {
 		cert, err := loadKeyPair(opts.CertFile, opts.KeyFile)
 		if err != nil {

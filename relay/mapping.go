@@ -12,6 +12,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -35,6 +36,9 @@ const (
 	// pooled bigBuf, which halves the CPU per byte against 64 KiB reads.
 	smallBuf = 512
 	bigBuf   = 256 << 10
+	// smallCopy: a burst this small is cheaper to copy through user space
+	// than to move through splice's pipe (two extra system calls).
+	smallCopy = 16 << 10
 )
 
 type agentState uint8
@@ -415,6 +419,7 @@ func (a *agentConn) readLoop() string {
 		}
 	}()
 	var deadlineSet time.Time
+	var rc syscall.RawConn
 	for {
 		if a.threshold > 0 {
 			// Moving the deadline on every read would cost a timer update
@@ -423,6 +428,30 @@ func (a *agentConn) readLoop() string {
 			if now := time.Now(); now.Sub(deadlineSet) > a.threshold/16 {
 				a.conn.SetReadDeadline(now.Add(a.threshold + a.threshold/16))
 				deadlineSet = now
+			}
+		}
+		if pub := a.splicePeer(); pub != nil {
+			// Bulk data to a public client: wait for the agent's bytes and
+			// learn how many are queued. A chunk larger than any heartbeat
+			// is payload and goes socket to socket; a small one is read
+			// below and checked for BEAT, as a read would see it (§7.6).
+			if rc == nil {
+				var err error
+				if rc, err = a.conn.(*net.TCPConn).SyscallConn(); err != nil {
+					return describeErr(err)
+				}
+			}
+			avail, err := queued(rc)
+			if err != nil {
+				return a.closeReason(err)
+			}
+			if avail > len(buf) {
+				n, err := io.CopyN(pub, a.conn.(*net.TCPConn), int64(avail))
+				a.m.c.met.fromAgent.Add(float64(n))
+				if err != nil {
+					return "relaying to the public client failed: " + describeErr(err)
+				}
+				continue
 			}
 		}
 		n, err := a.conn.Read(buf)
@@ -436,14 +465,35 @@ func (a *agentConn) readLoop() string {
 		if err != nil {
 			return a.closeReason(err)
 		}
-		// A read that fills the small buffer means bulk data is flowing:
-		// switch to a big buffer for the rest of the connection. Sessions
-		// of small messages never take one.
-		if big == nil && n == len(buf) && a.busy() {
+		// A read that fills the small buffer means bulk data is flowing and
+		// cannot be spliced (TLS, private route): switch to a big buffer for
+		// the rest of the connection. Sessions of small messages never take
+		// one.
+		if big == nil && n == len(buf) && a.busy() && a.splicePeer() == nil {
 			big = a.m.c.bufs.Get().(*[]byte)
 			buf = *big
 		}
 	}
+}
+
+// splicePeer is the public client's TCP connection when this agent
+// connection is paired and both are plain TCP, so bytes can be spliced.
+func (a *agentConn) splicePeer() *net.TCPConn {
+	if !canSplice || !a.m.public {
+		return nil
+	}
+	s := a.sess.Load()
+	if s == nil {
+		return nil
+	}
+	pub, ok := s.pub.(*net.TCPConn)
+	if !ok {
+		return nil
+	}
+	if _, ok := a.conn.(*net.TCPConn); !ok {
+		return nil
+	}
+	return pub
 }
 
 // isBeats reports whether a chunk is one or more whole BEATs: a heartbeat,

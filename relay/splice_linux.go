@@ -10,6 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// canSplice: splice(2) exists here.
+const canSplice = true
+
 // spliceFrom moves public client bytes into the agent connection with
 // splice(2), never through user space. It first waits, without holding the
 // agent's write lock, until the client has bytes queued and learns how many;
@@ -26,6 +29,24 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn) error {
 		avail, err := queued(rc)
 		if err != nil {
 			return err
+		}
+		if avail <= smallCopy {
+			bp := a.m.c.smallBufs.Get().(*[]byte)
+			n, rerr := src.Read((*bp)[:avail])
+			var werr error
+			if n > 0 {
+				var w int
+				w, werr = a.writePayload((*bp)[:n])
+				met.toAgent.Add(float64(w))
+			}
+			a.m.c.smallBufs.Put(bp)
+			if werr != nil {
+				return werr
+			}
+			if rerr != nil {
+				return rerr
+			}
+			continue
 		}
 		a.wmu.Lock()
 		n, err := io.CopyN(dst, src, int64(avail))

@@ -2,7 +2,16 @@
 
 package relay
 
-import "net"
+import (
+	"errors"
+	"net"
+	"syscall"
+)
+
+// canSplice: no splice(2) here; agent data goes through user space.
+const canSplice = false
+
+func queued(syscall.RawConn) (int, error) { return 0, errors.New("queued: not supported") }
 
 // spliceFrom falls back to a buffered copy where splice(2) does not exist.
 func (a *agentConn) spliceFrom(src, _ *net.TCPConn) error { return a.copyBuffered(src) }
