@@ -14,7 +14,8 @@ address = "127.0.0.1"   # where the local command line reaches the API
 dev     = true          # false: HTTPS API on 443 and TLS on data ports
 
 # Appliance settings.
-hostname = "iofog-connector"
+# The host name; unset, it is DHCP's, else iofog-<last three MAC bytes>.
+# hostname = "connector-hall-b"
 
 # With no network block the first Ethernet interface uses DHCP. One block per
 # interface; a static address instead:

@@ -218,7 +218,7 @@ func TestDefault(t *testing.T) {
 		what      string
 		got, want any
 	}{
-		{"hostname", d.Hostname, "iofog-connector"},
+		{"hostname", d.Hostname, ""},
 		{"network", len(d.Network), 0},
 		{"tls.mode", d.TLS.Mode, "auto"},
 		{"api.http_port", d.API.HTTPPort, 8080},
