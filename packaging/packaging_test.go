@@ -250,6 +250,14 @@ func TestRPMContents(t *testing.T) {
 				t.Errorf("settings file is not %%config(noreplace):\n%s", cfg)
 			}
 
+			for _, tag := range []string{"PREIN", "POSTIN", "PREUN", "POSTUN"} {
+				body := run(t, rpmTool, "-qp", "--qf", "%{"+tag+"}", pkg)
+				f := filepath.Join(t.TempDir(), tag)
+				if err := os.WriteFile(f, []byte(body), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				run(t, "sh", "-n", f)
+			}
 			scripts := run(t, rpmTool, "-qp", "--scripts", pkg)
 			for _, w := range []string{"preinstall scriptlet", "postinstall scriptlet", "preuninstall scriptlet", "postuninstall scriptlet", "useradd -r", "configs.json.empty", `if [ "$1" -eq 0 ]; then`} {
 				if !strings.Contains(scripts, w) {
