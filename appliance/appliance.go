@@ -60,6 +60,9 @@ const (
 	argBootWait  = "iofog.bootwait"  // how long to wait for it, a Go duration
 	argTestHooks = "iofog.testhooks" // 1: accept test commands on the console
 	argLogLevel  = "iofog.loglevel"  // debug, info, warn, error
+	// 0: leave /dev/watchdog alone. QEMU 7.2's Raspberry Pi watchdog model
+	// resets the machine the moment the driver arms it.
+	argWatchdog = "iofog.watchdog"
 )
 
 // defaultBootWait bounds the wait for the boot partition: SD cards and USB

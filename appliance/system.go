@@ -243,9 +243,17 @@ func (s *system) prepareTLS(ctx context.Context, nw *netcfg.Network) error {
 		return fmt.Errorf("tls.mode is \"files\" but %s or %s is missing: copy them to tls/ on the boot partition, or set tls.mode to \"auto\"", certs.CertFile, certs.KeyFile)
 	}
 	gen := func() error {
-		req := certs.Request{Names: slices.Clone(s.cfg.TLS.Names)}
+		req := certs.Request{Names: slices.Clone(s.cfg.TLS.Names), Now: certTime(time.Now())}
 		if s.cfg.Hostname != "" {
 			req.Names = append(req.Names, s.cfg.Hostname)
+		}
+		if nw != nil {
+			if h := nw.State().Hostname; h != "" && !slices.Contains(req.Names, h) {
+				req.Names = append(req.Names, h)
+			}
+		}
+		if len(req.Names) == 0 {
+			req.Names = []string{"iofog-connector"}
 		}
 		for _, ip := range s.cfg.TLS.IPs {
 			if a := net.ParseIP(ip); a != nil {
@@ -284,6 +292,18 @@ func (s *system) prepareTLS(ctx context.Context, nw *netcfg.Network) error {
 		return nil
 	}
 	return gen()
+}
+
+// certTime is the start of a generated certificate's validity. A board
+// without a clock battery reads 1970 until SNTP answers, and a certificate
+// dated from then would have expired long before anyone uses it, so the
+// validity never starts before 2025.
+func certTime(now time.Time) time.Time {
+	floor := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	if now.Before(floor) {
+		return floor
+	}
+	return now
 }
 
 func tlsLine(s *system, what string) string {

@@ -20,6 +20,10 @@ const watchdogGrace = 3 * time.Minute
 // startWatchdog feeds /dev/watchdog, if the board has one, while the
 // Connector's API answers.
 func (s *system) startWatchdog(ctx context.Context, c *connector) {
+	if v, set := s.cmdline[argWatchdog]; set && !s.cmdline.Bool(argWatchdog) {
+		s.log.Warn("hardware watchdog left alone", "arg", argWatchdog+"="+v)
+		return
+	}
 	dev, err := watchdog.Open(watchdog.DefaultDevice)
 	if errors.Is(err, os.ErrNotExist) {
 		s.log.Info("no hardware watchdog", "device", watchdog.DefaultDevice)
