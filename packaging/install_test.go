@@ -64,6 +64,7 @@ func TestInstallUpgradePurge(t *testing.T) {
 		if out, err := exec.Command(p, "verify", UnitPath).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
 			t.Errorf("systemd-analyze verify %s: %v\n%s", UnitPath, err, out)
 		}
+		verifyFirewallDropIn(t, p)
 	} else {
 		t.Log("systemd-analyze not installed: unit syntax not verified")
 	}
@@ -269,6 +270,33 @@ func withoutStartStopDaemon(t *testing.T, svc *service) {
 	hidden("stop")
 	if svc.pid(t) != 0 || portOpen(443) {
 		t.Fatal("daemon still running after the fallback stop")
+	}
+}
+
+// verifyFirewallDropIn installs the shipped firewall drop-in the way the
+// README says, checks the unit still verifies with it, and takes it away.
+func verifyFirewallDropIn(t *testing.T, systemdAnalyze string) {
+	t.Helper()
+	dir := "/etc/systemd/system/iofog-connector.service.d"
+	if _, err := os.Stat(dir); err == nil {
+		t.Fatalf("%s exists already; not touching it", dir)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	dropIn, err := os.ReadFile(filepath.Join(ShareDir, "firewall.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "firewall.conf"), dropIn, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(systemdAnalyze, "verify", UnitPath).CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify with the firewall drop-in: %v\n%s", err, out)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
 	}
 }
 
