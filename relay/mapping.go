@@ -41,15 +41,6 @@ const (
 	smallCopy = 16 << 10
 )
 
-type agentState uint8
-
-const (
-	stateAuthing agentState = iota
-	stateIdle
-	statePaired
-	stateClosed
-)
-
 // mapping is one port pair and everything connected to it. All pairing
 // state lives here, so mappings never disturb each other (§7.1).
 type mapping struct {
@@ -233,9 +224,7 @@ type agentConn struct {
 
 	sess atomic.Pointer[session] // public: set while paired
 
-	// Guarded by m.mu.
-	state agentState
-	elem  *list.Element
+	elem *list.Element // in m.idle while pooled; guarded by m.mu
 }
 
 // session is a public client paired with one agent connection.
@@ -334,7 +323,6 @@ func (m *mapping) admit(a *agentConn) bool {
 		}
 	}
 	m.nauth[a.side]++
-	a.state = stateAuthing
 	return true
 }
 
@@ -347,7 +335,6 @@ func (m *mapping) ready(a *agentConn) bool {
 		return false
 	}
 	if !m.public {
-		a.state = statePaired
 		m.mu.Unlock()
 		if old := m.priv[a.side].Swap(a); old != nil {
 			m.log.Info("private route: newer agent connection replaces the previous one",
@@ -364,14 +351,12 @@ func (m *mapping) ready(a *agentConn) bool {
 		w.ch <- a
 		return true
 	}
-	a.state = stateIdle
 	a.elem = m.idle.PushBack(a)
 	m.mu.Unlock()
 	return true
 }
 
 func (m *mapping) pairLocked(a *agentConn, pub net.Conn) {
-	a.state = statePaired
 	a.sess.Store(&session{pub: pub, agent: a, start: time.Now()})
 }
 
@@ -381,7 +366,6 @@ func (m *mapping) leave(a *agentConn) {
 		m.idle.Remove(a.elem)
 		a.elem = nil
 	}
-	a.state = stateClosed
 	m.nauth[a.side]--
 	m.mu.Unlock()
 	if !m.public {
@@ -559,13 +543,12 @@ func (a *agentConn) forward(b []byte) error {
 		return nil
 	}
 	met.fromAgent.Add(float64(len(b)))
-	if n, err := o.writePayload(b); err != nil {
+	n, err := o.writePayload(b)
+	met.toAgent.Add(float64(n))
+	if err != nil {
 		// The other side's link broke; it reconnects on its own and this
 		// side carries on.
 		o.conn.Close()
-		met.toAgent.Add(float64(n))
-	} else {
-		met.toAgent.Add(float64(n))
 	}
 	return nil
 }
