@@ -456,7 +456,9 @@ func (s *system) setStatus(change func(*status.Status)) {
 	s.stMu.Lock()
 	change(&s.st)
 	s.st.Version = s.opts.Version
-	s.st.Booted = s.booted
+	if s.st.Booted.IsZero() {
+		s.st.Booted = s.booted
+	}
 	s.st.BootDev = s.bootDev
 	st := s.st
 	st.Problems = append([]string(nil), s.st.Problems...)

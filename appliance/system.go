@@ -217,6 +217,11 @@ func (s *system) showNetwork(nw *netcfg.Network) {
 	}
 	s.setStatus(func(st *status.Status) {
 		st.Interfaces, st.APIURL, st.Clock = ifs, api, clock
+		if clock != "not synchronised" {
+			// The clock may have jumped from 1970 (no RTC) since PID 1
+			// started; the monotonic time since then still holds.
+			st.Booted = time.Now().Add(-time.Since(s.booted)).Truncate(time.Second)
+		}
 	})
 }
 
