@@ -3,6 +3,9 @@ SHELL    := /bin/bash
 GO       ?= go
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+# Expand once: a commit landing mid-build must not give parts different versions.
+VERSION  := $(VERSION)
+COMMIT   := $(COMMIT)
 LDFLAGS  := -s -w -buildid= -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 GOFLAGS_BUILD := -trimpath -buildvcs=false -ldflags '$(LDFLAGS)'
 OUT      ?= out
