@@ -592,6 +592,16 @@ type waiter struct {
 // while it waits, so its first bytes stay queued in the kernel, intact.
 func (m *mapping) servePublic(pub net.Conn) {
 	remote := pub.RemoteAddr().String()
+	if tc, ok := pub.(*tls.Conn); ok {
+		// Finish TLS before taking an agent connection, so a client that
+		// never completes the handshake cannot hold one.
+		tc.SetDeadline(time.Now().Add(authTimeout))
+		if err := tc.Handshake(); err != nil {
+			m.log.Debug("public client TLS handshake failed", "remote", remote, "err", err)
+			return
+		}
+		tc.SetDeadline(time.Time{})
+	}
 	a := m.takeAgent(pub)
 	if a == nil {
 		return

@@ -166,3 +166,41 @@ func TestTLSFilesMissingOrBadAreFatalAndNamed(t *testing.T) {
 		}
 	}
 }
+
+// A public client that never finishes its TLS handshake must not take the
+// only pooled agent connection from a client that does.
+func TestPublicClientStuckInTLSHandshakeHoldsNoAgent(t *testing.T) {
+	certFile, keyFile, certPEM := selfSigned(t, "PKCS#8")
+	cfg := relaytest.Config(t, 4)
+	cfg.Dev = false
+	in := relaytest.Start(t, relay.Options{Config: cfg, CertFile: certFile, KeyFile: keyFile})
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	tc := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	in.Client.Transport = &http.Transport{TLSClientConfig: tc}
+	m := in.AddPublic(t, 1, 200000)
+
+	agentRaw := dial(t, m.Port1)
+	agent := tls.Client(agentRaw, tc)
+	io.WriteString(agent, m.Passcode1)
+	reply := make([]byte, 10)
+	if _, err := io.ReadFull(agent, reply); err != nil || string(reply) != "AUTHORIZED" {
+		t.Fatalf("agent got %q, %v; want AUTHORIZED", reply, err)
+	}
+	dial(t, m.Port2) // connects, never says hello
+	// Give the Connector time to take up the silent client first; the
+	// outcome is checked below, not the time.
+	time.Sleep(200 * time.Millisecond)
+
+	pub, err := tls.Dial("tcp", addr(m.Port2), tc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	pub.SetDeadline(time.Now().Add(hangGuard))
+	io.WriteString(pub, "hello")
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(agent, got); err != nil || string(got) != "hello" {
+		t.Fatalf("agent got %q, %v; want the second client's bytes", got, err)
+	}
+}
