@@ -164,7 +164,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	}
 
 	t.Run("reboot keeps mappings", func(t *testing.T) {
-		vm, _ := boot(ctx, t, res.Image, cache, forwards)
+		vm, typeLine := boot(ctx, t, res.Image, cache, forwards)
 		waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
 		api := "http://" + vm.Addr(8080)
 		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
@@ -173,10 +173,17 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		}
 		// The agent on the host has been redialling the same port meanwhile.
 		roundTrip(ctx, t, agent, vm.Addr(port2), "after a reboot")
-		apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+
+		// This time PID 1 ends it (as for SIGTERM or the power button, but
+		// rebooting): the Connector gets SIGTERM and exits cleanly, and the
+		// reboot ends QEMU (-no-reboot).
+		off := len(vm.Console())
+		typeLine("iofog-test reboot")
 		if err := vm.Wait(stepTimeout); err != nil {
-			t.Fatalf("after commandline stop: %v", err)
+			t.Fatalf("after iofog-test reboot: %v", err)
 		}
+		waitConsole(ctx, t, vm, off, `msg=stopped part=supervisor child=connector pid=\d+ how="exited with status 0"`, time.Second)
+		waitConsole(ctx, t, vm, off, `msg=goodbye action=reboot`, time.Second)
 
 		status, err := image.ReadBootFile(res.Image, appliance.StatusFile)
 		if err != nil {
