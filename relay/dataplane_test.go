@@ -654,3 +654,20 @@ func TestPrivateRouteResumesWithAReconnectedSide(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// A public client that connects and stays silent holds no agent connection:
+// pairing happens on its first bytes.
+func TestSilentPublicClientHoldsNoAgent(t *testing.T) {
+	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 4)})
+	m := in.AddPublic(t, 1, 200000)
+	agent := rawAgent(t, m.Port1, m.Passcode1)
+	dial(t, m.Port2) // never sends
+	// Give the Connector time to take up the silent client first; the
+	// outcome is checked below, not the time.
+	time.Sleep(200 * time.Millisecond)
+	pub := dial(t, m.Port2)
+	io.WriteString(pub, "hello")
+	if got := readN(t, agent, 5); got != "hello" {
+		t.Fatalf("agent got %q", got)
+	}
+}

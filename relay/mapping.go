@@ -602,6 +602,19 @@ func (m *mapping) servePublic(pub net.Conn) {
 		}
 		tc.SetDeadline(time.Time{})
 	}
+	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
+		// Pair only once the client has sent something: the agent opens
+		// its microservice connection on the first bytes anyway, and an
+		// idle or half-open client then holds no agent connection. The
+		// bytes stay queued for the agent.
+		rc, err := tcp.SyscallConn()
+		if err != nil {
+			return
+		}
+		if _, err := queued(rc); err != nil {
+			return
+		}
+	}
 	a := m.takeAgent(pub)
 	if a == nil {
 		return
