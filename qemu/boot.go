@@ -112,10 +112,15 @@ func cachedVmlinux(bzImage []byte, cacheDir string) ([]byte, error) {
 		return nil, err
 	}
 	if p != "" {
+		// Best effort: a unique temporary name, so tests booting at once in
+		// several processes never rename a half-written file into place.
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err == nil {
-			tmp := p + ".tmp"
-			if os.WriteFile(tmp, elf, 0o644) == nil {
-				_ = os.Rename(tmp, p)
+			if f, err := os.CreateTemp(filepath.Dir(p), "vmlinux-*.tmp"); err == nil {
+				_, werr := f.Write(elf)
+				if cerr := f.Close(); werr == nil && cerr == nil {
+					_ = os.Rename(f.Name(), p)
+				}
+				os.Remove(f.Name())
 			}
 		}
 	}
