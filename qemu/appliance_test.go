@@ -76,7 +76,10 @@ func TestApplianceBoots(t *testing.T) {
 			api := "http://" + vm.Addr(8081) + "/api/v2/"
 
 			// Up: the API answers on the rewritten config's port.
+			start := time.Now()
 			status := waitAPI(ctx, t, vm, api+"status", url.Values{"mappingid": {"all"}}, 5*time.Minute)
+			// For the record (go test -v), not a check: machines are noisy.
+			t.Logf("%s: QEMU start to the API answering: %s", c.board, time.Since(start).Round(100*time.Millisecond))
 			if status["status"] != "running" {
 				t.Fatalf("status: %v; want \"status\":\"running\"", status)
 			}
