@@ -204,12 +204,12 @@ func (c *Connector) Run(ctx context.Context) error {
 			c.log.Error("cannot rewrite the restored mapping store", "err", err)
 		}
 	}
+	var ports []uint16
+	for _, r := range c.records() {
+		ports = append(ports, r.Port1, r.Port2)
+	}
 	c.mu.Unlock()
 	if c.opts.Gate != nil {
-		var ports []uint16
-		for _, r := range c.records() {
-			ports = append(ports, r.Port1, r.Port2)
-		}
 		if len(ports) > 0 {
 			if err := c.opts.Gate.OpenPorts(ports...); err != nil {
 				c.log.Error("cannot open stored mappings' ports in the firewall", "err", err)

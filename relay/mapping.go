@@ -602,6 +602,7 @@ func (m *mapping) servePublic(pub net.Conn) {
 		}
 		tc.SetDeadline(time.Time{})
 	}
+	first := 0 // bytes known to be queued from the client
 	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
 		// Pair only once the client has sent something: the agent opens
 		// its microservice connection on the first bytes anyway, and an
@@ -611,7 +612,7 @@ func (m *mapping) servePublic(pub net.Conn) {
 		if err != nil {
 			return
 		}
-		if _, err := queued(rc); err != nil {
+		if first, err = queued(rc); err != nil {
 			return
 		}
 	}
@@ -625,7 +626,7 @@ func (m *mapping) servePublic(pub net.Conn) {
 	met.sessionsActive.Inc()
 	m.sessions.Add(1)
 	m.log.Debug("public client paired", "remote", remote, "agent", a.remote)
-	err := a.copyFrom(pub)
+	err := a.copyFrom(pub, first)
 	s.close()
 	met.sessionsActive.Dec()
 	m.sessions.Add(-1)
@@ -684,11 +685,12 @@ func (m *mapping) takeAgent(pub net.Conn) *agentConn {
 	return nil
 }
 
-// copyFrom relays public client bytes into the agent connection.
-func (a *agentConn) copyFrom(src net.Conn) error {
+// copyFrom relays public client bytes into the agent connection; first is
+// how many are already known to be queued (0: unknown).
+func (a *agentConn) copyFrom(src net.Conn, first int) error {
 	if st, ok := src.(*net.TCPConn); ok {
 		if dt, ok := a.conn.(*net.TCPConn); ok {
-			return a.spliceFrom(st, dt)
+			return a.spliceFrom(st, dt, first)
 		}
 	}
 	return a.copyBuffered(src)

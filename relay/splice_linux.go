@@ -19,16 +19,19 @@ const canSplice = true
 // then it splices exactly that many under the lock. So a BEAT echo can
 // always tell whether a payload write is in progress (§7.6), and the lock is
 // never held while the client is quiet.
-func (a *agentConn) spliceFrom(src, dst *net.TCPConn) error {
+func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return err
 	}
 	met := a.m.c.met
 	for {
-		avail, err := queued(rc)
-		if err != nil {
-			return err
+		avail := first
+		first = 0
+		if avail == 0 {
+			if avail, err = queued(rc); err != nil {
+				return err
+			}
 		}
 		if avail <= smallCopy {
 			bp := a.m.c.smallBufs.Get().(*[]byte)

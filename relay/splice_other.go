@@ -14,4 +14,4 @@ const canSplice = false
 func queued(syscall.RawConn) (int, error) { return 0, errors.New("queued: not supported") }
 
 // spliceFrom falls back to a buffered copy where splice(2) does not exist.
-func (a *agentConn) spliceFrom(src, _ *net.TCPConn) error { return a.copyBuffered(src) }
+func (a *agentConn) spliceFrom(src, _ *net.TCPConn, _ int) error { return a.copyBuffered(src) }

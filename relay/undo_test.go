@@ -104,3 +104,15 @@ func TestPortGateFollowsMappings(t *testing.T) {
 		t.Errorf("after the failed add: %v", st)
 	}
 }
+
+func TestRestartOpensStoredPortsInTheFirewall(t *testing.T) {
+	cfg, dir := relaytest.Config(t, 4), t.TempDir()
+	first := relaytest.Start(t, relay.Options{Config: cfg, StateDir: dir, Gate: &gate{}})
+	m := first.AddPrivate(t, 200000)
+	first.Stop(t)
+	g := &gate{}
+	relaytest.Start(t, relay.Options{Config: cfg, StateDir: dir, Gate: g})
+	if want := []uint16{uint16(m.Port1), uint16(m.Port2)}; !slices.Equal(g.open, want) {
+		t.Errorf("after restart the firewall opened %v, want %v", g.open, want)
+	}
+}
