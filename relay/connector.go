@@ -317,12 +317,19 @@ func (c *Connector) retryListen(ctx context.Context, m *mapping, i int) {
 	}
 }
 
-// listen opens a data port on all interfaces with TCP keepalive, so
-// half-open agent and public connections are found even without traffic.
+// Keepalive on every data connection, so half-open agent and public
+// connections are found even without traffic (§7.3).
+const (
+	keepIdle     = 30 * time.Second
+	keepInterval = 10 * time.Second
+	keepCount    = 3
+)
+
+// listen opens a data port on all interfaces. Keepalive is set once on the
+// listening socket, which accepted connections inherit on Linux, instead of
+// with four system calls on every accepted connection.
 func (c *Connector) listen(port uint16) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAliveConfig: net.KeepAliveConfig{
-		Enable: true, Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3,
-	}}
+	lc := net.ListenConfig{KeepAlive: -1, Control: setKeepAlive}
 	return lc.Listen(context.Background(), "tcp", ":"+strconv.Itoa(int(port)))
 }
 

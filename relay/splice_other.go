@@ -15,3 +15,6 @@ func queued(syscall.RawConn) (int, error) { return 0, errors.New("queued: not su
 
 // spliceFrom falls back to a buffered copy where splice(2) does not exist.
 func (a *agentConn) spliceFrom(src, _ *net.TCPConn, _ int) error { return a.copyBuffered(src) }
+
+// setKeepAlive leaves listening sockets alone here; see keepalive_linux.go.
+func setKeepAlive(_, _ string, _ syscall.RawConn) error { return nil }
