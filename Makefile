@@ -32,7 +32,7 @@ FORCE:
 ## run: the Connector in the foreground, dev mode, built-in default config, state in .run/
 run: $(OUT)/iofog-connector
 	@mkdir -p $(RUNDIR)
-	$(OUT)/iofog-connector run --state-dir $(RUNDIR) $(RUNFLAGS)
+	$(OUT)/iofog-connector run --builtin-config --state-dir $(RUNDIR) $(RUNFLAGS)
 
 ## test: every test, including root (namespaces, nftables) and QEMU boot tests
 test: fetch
