@@ -164,7 +164,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	}
 
 	t.Run("reboot keeps mappings", func(t *testing.T) {
-		vm, typeLine := boot(ctx, t, res.Image, cache, forwards)
+		vm, _ := boot(ctx, t, res.Image, cache, forwards)
 		waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
 		api := "http://" + vm.Addr(8080)
 		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
@@ -174,16 +174,20 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		// The agent on the host has been redialling the same port meanwhile.
 		roundTrip(ctx, t, agent, vm.Addr(port2), "after a reboot")
 
-		// This time PID 1 ends it (as for SIGTERM or the power button, but
-		// rebooting): the Connector gets SIGTERM and exits cleanly, and the
-		// reboot ends QEMU (-no-reboot).
+		// This time the power button ends it, as a user pressing it would:
+		// PID 1 stops the Connector (SIGTERM, clean exit), flushes the card
+		// and powers off, which ends QEMU by itself.
+		waitConsole(ctx, t, vm, 0, `msg="power button watched"`, bootTimeout)
 		off := len(vm.Console())
-		typeLine("iofog-test reboot")
-		if err := vm.Wait(stepTimeout); err != nil {
-			t.Fatalf("after iofog-test reboot: %v", err)
+		if err := vm.PowerButton(); err != nil {
+			t.Fatal(err)
 		}
+		if err := vm.Wait(stepTimeout); err != nil {
+			t.Fatalf("after pressing the power button: %v", err)
+		}
+		waitConsole(ctx, t, vm, off, `power button`, time.Second)
 		waitConsole(ctx, t, vm, off, `msg=stopped part=supervisor child=connector pid=\d+ how="exited with status 0"`, time.Second)
-		waitConsole(ctx, t, vm, off, `msg=goodbye action=reboot`, time.Second)
+		waitConsole(ctx, t, vm, off, `msg=goodbye action="power off"`, time.Second)
 
 		status, err := image.ReadBootFile(res.Image, appliance.StatusFile)
 		if err != nil {

@@ -64,6 +64,9 @@ func Boards() []Board {
 				[]string{"virtio_rng", "virtio_pci", "virtio_net", "virtio_blk"},
 				[]string{"e1000", "e1000e", "igb", "igc", "r8169"},
 				[]string{"ahci", "nvme", "sd_mod", "usb_storage", "uas", "xhci_pci", "ehci_pci", "sdhci_pci", "mmc_block"},
+				// The ACPI power button reaches PID 1 as an input event;
+				// the watchdog of QEMU's -device i6300esb.
+				[]string{"button", "evdev", "i6300esb"},
 			),
 			Optional: concat([]string{"efivarfs"}, firewallOptional()),
 			Cmdline:  "console=ttyS0,115200 " + userCmdline,

@@ -166,7 +166,10 @@ func (vm *VM) args(o Options) ([]string, error) {
 	default:
 		mem = 512
 	}
-	args := []string{"-m", strconv.Itoa(mem), "-display", "none", "-no-reboot", "-monitor", "none"}
+	// The human monitor on a private socket lets tests press the power
+	// button (system_powerdown) as a user would.
+	args := []string{"-m", strconv.Itoa(mem), "-display", "none", "-no-reboot",
+		"-monitor", "unix:" + filepath.Join(vm.tmp, "monitor.sock") + ",server=on,wait=off"}
 	if o.KVM {
 		args = append(args, "-accel", "kvm")
 	} else {
@@ -391,6 +394,45 @@ func (vm *VM) Wait(timeout time.Duration) error {
 	case <-time.After(timeout):
 		return fmt.Errorf("QEMU still running after %s; console ends:\n%s", timeout, vm.tail(20))
 	}
+}
+
+// PowerButton presses the machine's power button (ACPI on x86), as a user
+// would to shut the appliance down.
+func (vm *VM) PowerButton() error {
+	return vm.monitor("system_powerdown")
+}
+
+// monitor sends one command to QEMU's human monitor.
+func (vm *VM) monitor(command string) error {
+	c, err := net.DialTimeout("unix", filepath.Join(vm.tmp, "monitor.sock"), 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("QEMU monitor: %w", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	// Wait for the banner's prompt, so the command is read as one.
+	buf := make([]byte, 4096)
+	var seen []byte
+	for !strings.Contains(string(seen), "(qemu)") {
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("QEMU monitor: waiting for its prompt: %w", err)
+		}
+		seen = append(seen, buf[:n]...)
+	}
+	if _, err := io.WriteString(c, command+"\n"); err != nil {
+		return fmt.Errorf("QEMU monitor: %s: %w", command, err)
+	}
+	// The command is done when the next prompt shows.
+	seen = seen[:0]
+	for !strings.Contains(string(seen), "(qemu)") {
+		n, err := c.Read(buf)
+		if err != nil {
+			return fmt.Errorf("QEMU monitor: %s: %w", command, err)
+		}
+		seen = append(seen, buf[:n]...)
+	}
+	return nil
 }
 
 // Stop kills QEMU if it still runs and waits for it to go.

@@ -228,6 +228,8 @@ module_dirs=(
 	'./lib/modules/*/kernel/drivers/usb/*'
 	'./lib/modules/*/kernel/drivers/virtio/*'
 	'./lib/modules/*/kernel/drivers/watchdog/*'
+	'./lib/modules/*/kernel/drivers/input/evdev.ko'
+	'./lib/modules/*/kernel/drivers/acpi/button.ko'
 	'./lib/modules/*/kernel/drivers/firmware/*'
 	'./lib/modules/*/kernel/drivers/base/*'
 	'./lib/modules/*/kernel/drivers/dma/*'
