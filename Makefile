@@ -15,7 +15,7 @@ BOARD    ?= x86_64
 export CGO_ENABLED := 0
 export IOFOG_CACHE := $(CACHE)
 
-.PHONY: all build run test test-short bench fuzz fetch image qemu packages clean
+.PHONY: all deps build run test test-short bench fuzz fetch image qemu packages clean
 
 all: build
 
@@ -34,8 +34,12 @@ run: $(OUT)/iofog-connector
 	@mkdir -p $(RUNDIR)
 	$(OUT)/iofog-connector run --builtin-config --state-dir $(RUNDIR) $(RUNFLAGS)
 
+## deps: the Debian packages the tests need (QEMU, rpm, mtools), installed if missing
+deps:
+	./scripts/install-test-deps.sh
+
 ## test: every test, including root (namespaces, nftables) and QEMU boot tests
-test: fetch
+test: deps fetch
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
