@@ -183,7 +183,26 @@ type apiClient struct {
 	http *http.Client
 }
 
+// client returns an API client for the daemon the flags point at, or
+// reports why there is none on stderr.
+func (f *configFlags) client(env *cliEnv) (*apiClient, bool) {
+	c, err := newAPIClient(*f)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
+		return nil, false
+	}
+	return c, true
+}
+
 func newAPIClient(cf configFlags) (*apiClient, error) {
+	// Like the original's CLI, reach a daemon that runs on the shipped
+	// defaults (make run, a fresh install) even when no settings file is
+	// at the standard place; an explicit --config must exist.
+	if cf.config == defaultConfigFile {
+		if _, err := os.Stat(defaultConfigFile); errors.Is(err, fs.ErrNotExist) {
+			cf.builtin = true
+		}
+	}
 	cfg, err := cf.load()
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -286,9 +305,8 @@ func cmdStatus(ctx context.Context, env *cliEnv, args []string) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	c, err := newAPIClient(*cf)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
+	c, ok := cf.client(env)
+	if !ok {
 		return 1
 	}
 	if _, err := c.command(ctx, "status"); err != nil {
@@ -306,9 +324,8 @@ func cmdStop(ctx context.Context, env *cliEnv, args []string) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	c, err := newAPIClient(*cf)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
+	c, ok := cf.client(env)
+	if !ok {
 		return 1
 	}
 	if _, err := c.command(ctx, "stop"); err != nil {
@@ -387,9 +404,8 @@ func mappingAdd(ctx context.Context, env *cliEnv, args []string) int {
 		return 2
 	}
 	js, _ := json.Marshal(mapping)
-	c, err := newAPIClient(*cf)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
+	c, ok := cf.client(env)
+	if !ok {
 		return 1
 	}
 	var r struct {
@@ -428,9 +444,8 @@ func mappingRemove(ctx context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintln(env.stderr, "Usage: iofog-connector mapping remove [flags] ID")
 		return 2
 	}
-	c, err := newAPIClient(*cf)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
+	c, ok := cf.client(env)
+	if !ok {
 		return 1
 	}
 	if err := c.post(ctx, "/api/v2/mapping/remove", url.Values{"mappingid": {fs.Arg(0)}}, nil); err != nil {
@@ -446,9 +461,8 @@ func mappingList(ctx context.Context, env *cliEnv, args []string) int {
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
-	c, err := newAPIClient(*cf)
-	if err != nil {
-		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
+	c, ok := cf.client(env)
+	if !ok {
 		return 1
 	}
 	var r struct {
