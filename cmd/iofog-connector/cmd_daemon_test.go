@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,13 +35,16 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
+// freeTCPPort returns a port free on all interfaces (the daemon's API
+// listens on all), below the ephemeral range so that outgoing connections
+// of tests running alongside cannot take it before the daemon binds it.
 func freeTCPPort(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	r := relaytest.FreePorts(t, 1)
+	p, err := strconv.Atoi(strings.SplitN(r, "-", 2)[0])
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("free port range %q: %v", r, err)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	return p
 }
 
 func cli(t *testing.T, f func(context.Context, *cliEnv, []string) int, args ...string) (int, string) {
