@@ -164,8 +164,13 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	}
 
 	t.Run("reboot keeps mappings", func(t *testing.T) {
-		vm, _ := boot(ctx, t, res.Image, cache, forwards)
+		// This boot has a hardware watchdog (QEMU's i6300esb; it resets the
+		// machine 30 s after the last feed, which -no-reboot turns into
+		// QEMU exiting).
+		vm, _ := boot(ctx, t, res.Image, cache, forwards, "i6300esb")
 		waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+		waitConsole(ctx, t, vm, 0, `msg="feeding the hardware watchdog while the Connector is healthy"`, stepTimeout)
+		armed := time.Now()
 		api := "http://" + vm.Addr(8080)
 		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
 		if st["mappings"] != float64(1) {
@@ -173,6 +178,15 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		}
 		// The agent on the host has been redialling the same port meanwhile.
 		roundTrip(ctx, t, agent, vm.Addr(port2), "after a reboot")
+
+		// The appliance keeps feeding it while the Connector is healthy:
+		// the machine is still up well past the watchdog's 30 s timeout.
+		select {
+		case <-vm.Done():
+			t.Fatalf("the watchdog reset the machine although the Connector is healthy; console ends:\n%s", tail(vm.Console(), 20))
+		case <-time.After(time.Until(armed.Add(40 * time.Second))):
+		}
+		apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
 
 		// This time the power button ends it, as a user pressing it would:
 		// PID 1 stops the Connector (SIGTERM, clean exit), flushes the card
@@ -248,7 +262,7 @@ func requireQEMU(t *testing.T) string {
 
 // boot starts the image with test hooks on and returns the VM and a way to
 // type a line on its serial console.
-func boot(ctx context.Context, t *testing.T, img, cache string, fwd []qemu.Forward) (*qemu.VM, func(string)) {
+func boot(ctx context.Context, t *testing.T, img, cache string, fwd []qemu.Forward, devices ...string) (*qemu.VM, func(string)) {
 	t.Helper()
 	// The harness connects QEMU's stdin (the serial console's input) to
 	// os.Stdin when Interactive is set; a pipe stands in for the keyboard
@@ -262,6 +276,7 @@ func boot(ctx context.Context, t *testing.T, img, cache string, fwd []qemu.Forwa
 	vm, err := qemu.Start(ctx, qemu.Options{
 		Board: "x86_64", Image: img, Mode: qemu.Direct, CacheDir: cache,
 		Forward: fwd, Console: &consoleLog{t: t}, Cmdline: "iofog.testhooks=1", Interactive: true,
+		Devices: devices,
 	})
 	os.Stdin = saved
 	r.Close()
@@ -385,4 +400,13 @@ func (l *consoleLog) Write(p []byte) (int, error) {
 		l.t.Logf("console: %s", bytes.TrimRight(l.line[:i], "\r"))
 		l.line = l.line[i+1:]
 	}
+}
+
+// tail returns the last n lines of s.
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }

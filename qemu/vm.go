@@ -67,6 +67,9 @@ type Options struct {
 	Cmdline  string
 	MemoryMB int  // default 512 (1024 on raspi3b, which insists)
 	KVM      bool // use KVM instead of emulation (never on these machines)
+	// Devices are extra QEMU devices (-device), e.g. "i6300esb" for a
+	// hardware watchdog.
+	Devices []string
 	// Interactive connects the console to the terminal (stdin too).
 	Interactive bool
 	Log         *slog.Logger
@@ -190,6 +193,9 @@ func (vm *VM) args(o Options) ([]string, error) {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", h, f.Guest)
 	}
 	args = append(args, "-netdev", netdev)
+	for _, d := range o.Devices {
+		args = append(args, "-device", d)
+	}
 	drive := func(iface string) string {
 		return "if=" + iface + ",format=raw,file=" + o.Image
 	}
