@@ -62,9 +62,9 @@ fetch:
 	./scripts/fetch.sh $(CACHE)
 
 ## image: appliance images for both boards in out/
-image: fetch
-	$(GO) run ./cmd/mkimage --board x86_64 --out $(OUT)/iofog-connector-x86_64.img
-	$(GO) run ./cmd/mkimage --board rpi --out $(OUT)/iofog-connector-rpi.img
+image: build fetch
+	$(OUT)/mkimage --board x86_64 --binary $(OUT)/linux-amd64/iofog-connector --out $(OUT)/iofog-connector-x86_64.img
+	$(OUT)/mkimage --board rpi --binary $(OUT)/linux-arm64/iofog-connector --out $(OUT)/iofog-connector-rpi.img
 
 ## qemu: boot an image interactively (BOARD=x86_64|rpi)
 qemu: fetch
