@@ -47,11 +47,12 @@ test: deps fetch
 test-short:
 	IOFOG_SKIP_PRIVILEGED=1 IOFOG_SKIP_QEMU=1 $(GO) test -count=1 -short ./...
 
-## bench: relay and pool benchmarks, as ratios against baselines in the same run
-bench: $(OUT)/iofog-connector
+## bench: relay and pool benchmarks, as ratios against baselines in the same run; image sizes
+bench: $(OUT)/iofog-connector fetch
 	./scripts/install-bench-deps.sh
 	$(GO) test -run '^$$' -bench . -benchtime 2s ./relay/portpool/
 	$(GO) run ./cmd/connbench -out $(OUT)/bench.txt
+	$(GO) run ./cmd/mkimage sizes | tee $(OUT)/sizes.txt
 
 ## fuzz: each fuzz target for 60 s (not in CI)
 fuzz:
