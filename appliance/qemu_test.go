@@ -21,6 +21,7 @@ import (
 
 	"github.com/eclipse-iofog/iofog-connector/appliance"
 	"github.com/eclipse-iofog/iofog-connector/image"
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 	"github.com/eclipse-iofog/iofog-connector/qemu"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 )
@@ -240,24 +241,11 @@ log {
 }
 `
 
-// requireQEMU fails when QEMU or the kernel cache is missing, saying what
-// to install, unless IOFOG_SKIP_QEMU=1.
+// requireQEMU returns the kernel cache, or ends the test when QEMU or the
+// cache is missing (testenv's rule).
 func requireQEMU(t *testing.T) string {
 	t.Helper()
-	if os.Getenv("IOFOG_SKIP_QEMU") == "1" {
-		t.Skip("QEMU boot test skipped: IOFOG_SKIP_QEMU=1")
-	}
-	if err := qemu.Available("x86_64"); err != nil {
-		t.Fatalf("the appliance boot test needs QEMU (or set IOFOG_SKIP_QEMU=1): %v", err)
-	}
-	dir, err := image.DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (image.Cache{Dir: dir}).Kernel("amd64"); err != nil {
-		t.Fatalf("the appliance boot test needs the kernel cache: run make fetch (or set IOFOG_SKIP_QEMU=1): %v", err)
-	}
-	return dir
+	return testenv.RequireQEMU(t, func() (string, error) { return qemu.Ready("x86_64") })
 }
 
 // boot starts the image with test hooks on and returns the VM and a way to

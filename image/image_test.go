@@ -16,6 +16,7 @@ import (
 	diskfs "github.com/diskfs/go-diskfs"
 	"github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/diskfs/go-diskfs/partition/mbr"
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 	"github.com/eclipse-iofog/iofog-connector/kmod"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 	"github.com/klauspost/compress/gzip"
@@ -32,10 +33,7 @@ func requireCache(t *testing.T) string {
 		t.Fatal(err)
 	}
 	if _, err := (Cache{Dir: dir}).Manifest(); err != nil {
-		if os.Getenv("IOFOG_SKIP_QEMU") == "1" {
-			t.Skipf("no kernel cache (IOFOG_SKIP_QEMU=1): %v", err)
-		}
-		t.Fatal(err)
+		testenv.Missing(t, testenv.SkipQEMU, err.Error())
 	}
 	return dir
 }

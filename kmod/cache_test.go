@@ -1,11 +1,14 @@
 package kmod
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 )
 
 // cachedModules returns the module directory of the fetched Debian kernel for
@@ -23,10 +26,7 @@ func cachedModules(t *testing.T, arch string) *Index {
 	}
 	abi, err := os.ReadFile(filepath.Join(cache, arch, "kernel.abi"))
 	if err != nil {
-		if os.Getenv("IOFOG_SKIP_QEMU") == "1" {
-			t.Skipf("no fetched kernel in %s (IOFOG_SKIP_QEMU=1)", cache)
-		}
-		t.Fatalf("no fetched %s kernel in %s: run make fetch (or set IOFOG_SKIP_QEMU=1 to skip): %v", arch, cache, err)
+		testenv.Missing(t, testenv.SkipQEMU, fmt.Sprintf("no fetched %s kernel in %s: run make fetch: %v", arch, cache, err))
 	}
 	ix, err := Scan(filepath.Join(cache, arch, "lib", "modules", strings.TrimSpace(string(abi))))
 	if err != nil {

@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 )
 
 // TestInstallUpgradePurge installs the .deb on this machine for real (dpkg,
@@ -302,13 +304,7 @@ func verifyFirewallDropIn(t *testing.T, systemdAnalyze string) {
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("IOFOG_SKIP_PRIVILEGED") == "1" {
-		t.Skip("needs root to install packages with dpkg; skipped because IOFOG_SKIP_PRIVILEGED=1")
-	}
-	t.Fatal("needs root: installs the .deb with dpkg into this machine's file system (run as root, or set IOFOG_SKIP_PRIVILEGED=1 to skip)")
+	testenv.RequireRoot(t, "installs the .deb with dpkg into this machine's file system")
 }
 
 func requirePortsFree(t *testing.T, apiPorts []int, first, last int) {

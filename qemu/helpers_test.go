@@ -10,26 +10,14 @@ import (
 	"testing"
 
 	"github.com/eclipse-iofog/iofog-connector/image"
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 )
 
-// requireQEMU fails the test when QEMU or the kernel cache is missing, with
-// what to install or run, unless IOFOG_SKIP_QEMU=1 (then it skips, saying why).
+// requireQEMU returns the kernel cache, or ends the test when QEMU or the
+// cache is missing (testenv's rule).
 func requireQEMU(t testing.TB, board string) string {
 	t.Helper()
-	if os.Getenv("IOFOG_SKIP_QEMU") == "1" {
-		t.Skip("QEMU boot test skipped: IOFOG_SKIP_QEMU=1")
-	}
-	if err := Available(board); err != nil {
-		t.Fatalf("QEMU boot test needs QEMU (or set IOFOG_SKIP_QEMU=1): %v", err)
-	}
-	dir, err := image.DefaultCacheDir()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := (image.Cache{Dir: dir}).Manifest(); err != nil {
-		t.Fatalf("QEMU boot test needs the kernel cache (or set IOFOG_SKIP_QEMU=1): %v", err)
-	}
-	return dir
+	return testenv.RequireQEMU(t, func() (string, error) { return Ready(board) })
 }
 
 // goBuild builds a static linux binary of pkg (a path inside the module)

@@ -110,6 +110,22 @@ func Available(board string) error {
 	return nil
 }
 
+// Ready says whether a board can boot here: QEMU installed and the kernel
+// cache fetched. It returns the cache directory.
+func Ready(board string) (string, error) {
+	if err := Available(board); err != nil {
+		return "", err
+	}
+	dir, err := image.DefaultCacheDir()
+	if err != nil {
+		return "", err
+	}
+	if _, err := (image.Cache{Dir: dir}).Manifest(); err != nil {
+		return "", fmt.Errorf("no kernel cache (run make fetch): %w", err)
+	}
+	return dir, nil
+}
+
 // Start boots o.Image. The VM is killed when ctx ends; call Stop when done
 // (it is safe to call more than once).
 func Start(ctx context.Context, o Options) (*VM, error) {

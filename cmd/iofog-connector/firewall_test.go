@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 	"github.com/eclipse-iofog/iofog-connector/netcfg/firewall"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
@@ -24,13 +25,7 @@ func TestPortGate(t *testing.T) {
 		portGateInOwnNamespace(t)
 		return
 	}
-	if os.Geteuid() != 0 {
-		const msg = "needs root to create a network namespace and program nftables in it (run as root, or set IOFOG_SKIP_PRIVILEGED=1 to skip)"
-		if os.Getenv("IOFOG_SKIP_PRIVILEGED") == "1" {
-			t.Skip("skipped (IOFOG_SKIP_PRIVILEGED=1): " + msg)
-		}
-		t.Fatal(msg)
-	}
+	testenv.RequireRoot(t, "creates a network namespace and programs nftables in it")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPortGate$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), "IOFOG_PORTGATE_NETNS=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}

@@ -6,7 +6,6 @@ package nstest
 
 import (
 	"net"
-	"os"
 	"runtime"
 	"testing"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nsutil"
 )
 
@@ -21,14 +21,7 @@ import (
 // nftables (root). With IOFOG_SKIP_PRIVILEGED=1 it skips instead.
 func Require(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	const msg = "this test needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN) to create network namespaces and program nftables; run it as root, or set IOFOG_SKIP_PRIVILEGED=1 to skip it"
-	if os.Getenv("IOFOG_SKIP_PRIVILEGED") == "1" {
-		t.Skip("skipped (IOFOG_SKIP_PRIVILEGED=1): " + msg)
-	}
-	t.Fatal(msg)
+	testenv.RequireRoot(t, "CAP_NET_ADMIN and CAP_SYS_ADMIN to create network namespaces and program nftables")
 }
 
 // New returns a fresh network namespace with lo up; it is closed at cleanup.
