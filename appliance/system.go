@@ -73,16 +73,7 @@ func (s *system) run(ctx context.Context) powerAction {
 		s.log.Debug("reboot(CAD_OFF)", "err", err)
 	}
 	power := make(chan string, 1)
-	s.goSafe("power button", func() {
-		// Key events reach user space only through evdev; no device's
-		// modalias asks for it by name, so load it here.
-		if s.loader != nil {
-			if err := s.loader.Load(ctx, "evdev"); err != nil {
-				s.log.Warn("power button: cannot load evdev", "err", err)
-			}
-		}
-		watchPowerButton(ctx, s.log, power)
-	})
+	s.goSafe("power button", func() { watchPowerButton(ctx, s.log, power) })
 
 	conn, err := s.newConnector()
 	if err != nil {

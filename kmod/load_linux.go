@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 
@@ -117,11 +118,20 @@ func (l *Loader) loadOne(name, params string) error {
 }
 
 // Modaliases returns the modalias strings of the devices under sysDir
-// (normally /sys), sorted and without duplicates.
+// (normally /sys), sorted and without duplicates: bus devices, and class
+// devices such as input devices, which have no bus directory (evdev binds
+// to those).
 func Modaliases(sysDir string) ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(sysDir, "bus", "*", "devices", "*", "modalias"))
-	if err != nil {
-		return nil, err
+	var files []string
+	for _, pat := range []string{
+		filepath.Join(sysDir, "bus", "*", "devices", "*", "modalias"),
+		filepath.Join(sysDir, "class", "*", "*", "modalias"),
+	} {
+		m, err := filepath.Glob(pat)
+		if err != nil {
+			return nil, err
+		}
+		files = append(files, m...)
 	}
 	seen := map[string]bool{}
 	var out []string
@@ -136,6 +146,7 @@ func Modaliases(sysDir string) ([]string, error) {
 			out = append(out, s)
 		}
 	}
+	slices.Sort(out)
 	return out, nil
 }
 
