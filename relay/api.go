@@ -18,7 +18,7 @@ import (
 // maxForm bounds a control request body; the Controller's are ~200 bytes.
 const maxForm = 64 << 10
 
-// routes is the control API (PROTOCOL.md §3) plus /metrics.
+// routes is the control API (docs/protocol.md §3) plus /metrics.
 func (c *Connector) routes() http.Handler {
 	metricsH := promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{})
 	post := map[string]func(url.Values) (int, any){
@@ -110,7 +110,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 
 func now() int64 { return time.Now().UnixMilli() }
 
-// parseMapping decodes the add request's `mapping` field (§3.1). Keys are
+// parseMapping decodes the add request's `mapping` field (§3.2). Keys are
 // looked up after decoding, never matched as text: the Controller puts
 // spaces after some commas.
 func parseMapping(s string) (addRequest, error) {

@@ -1,7 +1,7 @@
 // Package relay is the Connector: the port pool, mappings and their
 // listeners, agent authentication and heartbeats, public and private
 // pairing, the control API and the mapping store. It speaks the ioFog 1.x
-// Connector protocol (PROTOCOL.md) with the original's defects fixed.
+// Connector protocol (docs/protocol.md) with the original's defects fixed.
 package relay
 
 import (
@@ -45,11 +45,11 @@ type Options struct {
 }
 
 // DefaultPublicWait is how long a public client waits for a free agent
-// connection when the config does not say (PROTOCOL.md §7.5).
+// connection when the config does not say (docs/protocol.md §6.5).
 const DefaultPublicWait = 10 * time.Second
 
 // portHold is how long a port that something else holds is skipped before
-// the pool offers it again (§7.9).
+// the pool offers it again (§6.9).
 const portHold = time.Minute
 
 // Connector is one running Connector.
@@ -318,7 +318,7 @@ func (c *Connector) retryListen(ctx context.Context, m *mapping, i int) {
 }
 
 // Keepalive on every data connection, so half-open agent and public
-// connections are found even without traffic (§7.3).
+// connections are found even without traffic (§6.3).
 const (
 	keepIdle     = 30 * time.Second
 	keepInterval = 10 * time.Second
@@ -425,7 +425,7 @@ func (c *Connector) add(req addRequest, newID func() string) (Record, error) {
 }
 
 // allocate takes two ports and opens both. A port that something else
-// holds is put on hold in the pool and another is taken (§7.9).
+// holds is put on hold in the pool and another is taken (§6.9).
 func (c *Connector) allocate() ([2]uint16, [2]net.Listener, error) {
 	var lns [2]net.Listener
 	for {

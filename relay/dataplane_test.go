@@ -235,7 +235,7 @@ func TestWrongPasscodesAreRejected(t *testing.T) {
 	if got := metric(t, in, "iofog_connector_auth_failures_total"); got != float64(len(cases)) {
 		t.Errorf("auth_failures_total %v, want %d", got, len(cases))
 	}
-	// The passcode may arrive in pieces (§7.7).
+	// The passcode may arrive in pieces (§6.7).
 	c := dial(t, m.Port1)
 	for _, part := range []string{m.Passcode1[:1], m.Passcode1[1:17], m.Passcode1[17:]} {
 		io.WriteString(c, part)

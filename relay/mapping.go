@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Protocol constants (PROTOCOL.md §4.1).
+// Protocol constants (docs/protocol.md §4.2).
 const (
 	PasscodeLen   = 36
 	beatMsg       = "BEAT"
@@ -28,7 +28,7 @@ const (
 	// the write of AUTHORIZED.
 	authTimeout = 10 * time.Second
 	// beatQuiet: a BEAT is echoed only when no payload has been written to
-	// that agent connection for this long (PROTOCOL.md §7.6).
+	// that agent connection for this long (docs/protocol.md §6.6).
 	beatQuiet = time.Second
 	// smallBuf is an agent connection's first read buffer: big enough for
 	// any BEAT and for small messages, small enough that 20,000 idle
@@ -42,7 +42,7 @@ const (
 )
 
 // mapping is one port pair and everything connected to it. All pairing
-// state lives here, so mappings never disturb each other (§7.1).
+// state lives here, so mappings never disturb each other (§6.1).
 type mapping struct {
 	c      *Connector
 	rec    Record
@@ -307,7 +307,7 @@ func (m *mapping) threshold(side int) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-// admit counts an authenticated connection against maxconnections (§7.2:
+// admit counts an authenticated connection against maxconnections (§6.2:
 // only authenticated connections count). A private side holds one route:
 // a newer connection replaces the older one, so an agent that reconnects
 // after losing its link resumes at once.
@@ -393,7 +393,7 @@ func (m *mapping) counts() (idle, paired int) {
 }
 
 // readLoop reads from the agent until the connection ends: answers BEAT,
-// forwards payload, and enforces the heartbeat absence threshold (§7.3).
+// forwards payload, and enforces the heartbeat absence threshold (§6.3).
 func (a *agentConn) readLoop() string {
 	buf := make([]byte, smallBuf)
 	var big *[]byte
@@ -418,7 +418,7 @@ func (a *agentConn) readLoop() string {
 			// Bulk data to a public client: wait for the agent's bytes and
 			// learn how many are queued. A chunk larger than any heartbeat
 			// is payload and goes socket to socket; a small one is read
-			// below and checked for BEAT, as a read would see it (§7.6).
+			// below and checked for BEAT, as a read would see it (§6.6).
 			if rc == nil {
 				var err error
 				if rc, err = a.conn.(*net.TCPConn).SyscallConn(); err != nil {
@@ -563,7 +563,7 @@ func (a *agentConn) writePayload(b []byte) (int, error) {
 
 // echo answers a BEAT unless payload was written to this connection within
 // beatQuiet or is being written now: payload already proves liveness, and an
-// echo next to payload could merge with it in the agent's read (§7.6).
+// echo next to payload could merge with it in the agent's read (§6.6).
 func (a *agentConn) echo() {
 	if time.Since(time.Unix(0, a.lastPayload.Load())) < beatQuiet {
 		return
@@ -588,7 +588,7 @@ type waiter struct {
 }
 
 // servePublic pairs a public client with a free agent connection, waiting up
-// to the configured time for one (§7.5). Nothing is read from the client
+// to the configured time for one (§6.5). Nothing is read from the client
 // while it waits, so its first bytes stay queued in the kernel, intact.
 func (m *mapping) servePublic(pub net.Conn) {
 	remote := pub.RemoteAddr().String()

@@ -17,7 +17,7 @@ const canSplice = true
 // splice(2), never through user space. It first waits, without holding the
 // agent's write lock, until the client has bytes queued and learns how many;
 // then it splices exactly that many under the lock. So a BEAT echo can
-// always tell whether a payload write is in progress (§7.6), and the lock is
+// always tell whether a payload write is in progress (§6.6), and the lock is
 // never held while the client is quiet.
 func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 	rc, err := src.SyscallConn()
