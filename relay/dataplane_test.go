@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 	"github.com/eclipse-iofog/iofog-connector/relay/relaytest"
@@ -95,23 +95,6 @@ func metric(t *testing.T, in *relaytest.Instance, name string) float64 {
 	}
 	t.Fatalf("metric %s not served", name)
 	return 0
-}
-
-// postJSON is Instance.Post for goroutines other than the test's own.
-func postJSON(in *relaytest.Instance, path string, form url.Values, out any) error {
-	resp, err := in.Client.PostForm(in.Base+path, form)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: HTTP %d %s", path, resp.StatusCode, body)
-	}
-	if out != nil {
-		return json.Unmarshal(body, out)
-	}
-	return nil
 }
 
 func startHTTPService(t *testing.T) int {
@@ -558,27 +541,22 @@ func TestCrossTalk(t *testing.T) {
 	go func() {
 		n := 0
 		defer func() { churned <- n }()
-		add := url.Values{"mapping": {`{"type":"public","maxconnections":60,"heartbeatabsencethreshold":200000}`}}
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			var r struct {
-				ID        string `json:"id"`
-				Port1     int    `json:"port1"`
-				Passcode1 string `json:"passcode1"`
-			}
-			if err := postJSON(in, "/api/v2/mapping/add", add, &r); err != nil {
+			r, err := in.API.Add(context.Background(), controlapi.Public(60, 200000))
+			if err != nil {
 				t.Errorf("churn add: %v", err)
 				return
 			}
-			c, err := net.Dial("tcp", addr(r.Port1))
+			c, err := net.Dial("tcp", addr(int(r.Port1)))
 			if err == nil {
 				io.WriteString(c, r.Passcode1)
 			}
-			if err := postJSON(in, "/api/v2/mapping/remove", url.Values{"mappingid": {r.ID}}, nil); err != nil {
+			if _, err := in.API.Remove(context.Background(), r.ID); err != nil {
 				t.Errorf("churn remove: %v", err)
 				return
 			}
