@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/controlapi"
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 	"github.com/eclipse-iofog/iofog-connector/relay/relaytest"
@@ -108,25 +109,6 @@ func startHTTPService(t *testing.T) int {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startEchoService echoes every byte back on each connection.
-func startEchoService(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -412,7 +394,7 @@ func TestClosingEitherSideClosesTheOther(t *testing.T) {
 func TestRemoveDuringTrafficClosesEverythingAndFreesThePorts(t *testing.T) {
 	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 4)})
 	m := in.AddPublic(t, 60, 200000)
-	runAgents(t, m, 8, startEchoService(t), nil)
+	runAgents(t, m, 8, testpeer.Echoing(t), nil)
 
 	var wg sync.WaitGroup
 	started := make(chan struct{}, 8)
@@ -528,7 +510,7 @@ func TestRestartReopensMappingsAndAgentsReconnect(t *testing.T) {
 
 func TestCrossTalk(t *testing.T) {
 	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 30)})
-	echo := startEchoService(t)
+	echo := testpeer.Echoing(t)
 	var ms []relaytest.Mapping
 	for range 10 {
 		m := in.AddPublic(t, 60, 200000)
