@@ -1,11 +1,14 @@
 package controlapi_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -140,6 +143,47 @@ func TestAddSendsWhatTheControllerSends(t *testing.T) {
 		}
 		if got := <-bodies; got != tc.want {
 			t.Errorf("body\n got %s\nwant %s", got, tc.want)
+		}
+	}
+}
+
+// Every reply type holds every field the Connector sends, in its order: a
+// reply decoded and encoded again is the Connector's bytes exactly. A field
+// added on one side only fails here.
+func TestRepliesRoundTripTheConnectorsBytes(t *testing.T) {
+	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 6)})
+	ctx := context.Background()
+	pub, err := in.API.Add(ctx, controlapi.Public(60, 200000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, err := in.API.Add(ctx, controlapi.Private(1, 200000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		path string
+		form url.Values
+		into any
+	}{
+		{controlapi.PathAdd, controlapi.Public(2, 1000).Form(), &controlapi.AddReply{}},
+		{controlapi.PathStatus, url.Values{"mappingid": {"all"}}, &controlapi.StatusReply{}},
+		{controlapi.PathStatus, url.Values{"mappingid": {pub.ID}}, &controlapi.MappingStatusReply{}},
+		{controlapi.PathStatus, url.Values{"mappingid": {priv.ID}}, &controlapi.MappingStatusReply{}},
+		{controlapi.PathList, nil, &controlapi.ListReply{}},
+		{controlapi.PathCommandline, url.Values{"command": {"help"}}, &controlapi.CommandReply{}},
+		{controlapi.PathRemove, url.Values{"mappingid": {pub.ID}}, &controlapi.RemoveReply{}},
+	} {
+		code, body, err := in.API.Post(ctx, tc.path, tc.form)
+		if err != nil || code != http.StatusOK {
+			t.Fatalf("%s %v: HTTP %d, %v", tc.path, tc.form, code, err)
+		}
+		if err := json.Unmarshal(body, tc.into); err != nil {
+			t.Fatalf("%s: %v", tc.path, err)
+		}
+		again, _ := json.Marshal(tc.into)
+		if !bytes.Equal(again, body) {
+			t.Errorf("%s %v:\nConnector sent %s\n  typed reply %s", tc.path, tc.form, body, again)
 		}
 	}
 }
