@@ -36,7 +36,8 @@ type connector struct {
 // again, as the daemon, in appliance mode.
 func (s *system) connectorArgs() []string {
 	args := []string{"iofog-connector", "run", "--appliance",
-		"--config", s.cfgPath, "--state-dir", s.stateDir, "--tls-dir", s.tlsDir}
+		"--config", s.cfgPath, "--state-dir", s.stateDir, "--tls-dir", s.tlsDir,
+		"--appliance-status", PageStatusFile}
 	if lv := s.level.Level().String(); lv != "" {
 		args = append(args, "--log-level", strings.ToLower(lv))
 	}
@@ -111,6 +112,7 @@ func (c *connector) onEvent(e supervise.Event) {
 			st.Connector.State = "restarting in " + e.Restart.String()
 			st.Connector.Restarts = n
 			st.Connector.LastRestart = why
+			st.AddEvent(status.Event{Time: e.Time, Kind: "restart", Text: "Connector restarted: " + why})
 		})
 	}
 }
