@@ -230,14 +230,14 @@ type sideView struct {
 }
 
 type eventView struct {
-	Time, Ago  string
-	Kind       string
-	Text       string
-	Mapping    string
-	Remote     string
-	Count      int
-	KindClass  string
-	sortTime   time.Time
+	Time, Ago string
+	Kind      string
+	Text      string
+	Mapping   string
+	Remote    string
+	Count     int
+	KindClass string
+	sortTime  time.Time
 }
 
 func (p *Page) data(now time.Time) view {
