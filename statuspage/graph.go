@@ -56,16 +56,19 @@ func makeGraph(rs []rate, interval time.Duration) graph {
 		g.Label = "throughput, " + g.Span + ": no traffic"
 		return g
 	}
-	g.ToLine, g.ToArea = paths(rs, top, func(r rate) float64 { return r.to })
-	g.FromLine, g.FromArea = paths(rs, top, func(r rate) float64 { return r.from })
+	// Mirrored: to agents above the middle, from agents below, so both
+	// show even when they carry the same bytes (an echo).
+	g.ToLine, g.ToArea = paths(rs, top, -1, func(r rate) float64 { return r.to })
+	g.FromLine, g.FromArea = paths(rs, top, 1, func(r rate) float64 { return r.from })
 	g.Label = fmt.Sprintf("throughput, %s: to agents now %s, from agents now %s, scale up to %s", g.Span, g.NowTo, g.NowFrom, g.Peak)
 	return g
 }
 
-// paths returns the line and the filled area under it, broken where an
-// interval is unknown.
-func paths(rs []rate, top float64, v func(rate) float64) (line, area string) {
+// paths returns the line and the area between it and the middle, broken
+// where an interval is unknown; dir -1 draws upwards, 1 downwards.
+func paths(rs []rate, top, dir float64, v func(rate) float64) (line, area string) {
 	var lb, ab strings.Builder
+	const mid = graphH / 2
 	step := graphW / float64(max(len(rs)-1, 1))
 	// Whole units of a 600x100 box drawn at most a few hundred pixels
 	// wide: finer coordinates would only lengthen the page.
@@ -85,11 +88,11 @@ func paths(rs []rate, top float64, v func(rate) float64) (line, area string) {
 			}
 			lb.WriteString(cmd + num(p[0]) + " " + num(p[1]))
 		}
-		ab.WriteString(" M" + num(run[0][0]) + " " + num(graphH))
+		ab.WriteString(" M" + num(run[0][0]) + " " + num(mid))
 		for _, p := range run {
 			ab.WriteString(" L" + num(p[0]) + " " + num(p[1]))
 		}
-		ab.WriteString(" L" + num(run[len(run)-1][0]) + " " + num(graphH) + " Z")
+		ab.WriteString(" L" + num(run[len(run)-1][0]) + " " + num(mid) + " Z")
 		run = run[:0]
 	}
 	for i, r := range rs {
@@ -97,11 +100,8 @@ func paths(rs []rate, top float64, v func(rate) float64) (line, area string) {
 			flush()
 			continue
 		}
-		y := graphH
-		if top > 0 {
-			// 4% headroom so a flat-out line stays visible under the top.
-			y = graphH - v(r)/top*graphH*0.96
-		}
+		// 4% headroom so a flat-out line stays visible at the edge.
+		y := mid + dir*v(r)/top*mid*0.96
 		run = append(run, [2]float64{float64(i) * step, y})
 	}
 	flush()

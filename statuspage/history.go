@@ -64,15 +64,28 @@ type rate struct {
 	known    bool // both ends of the interval were sampled for the mapping
 }
 
-// rates returns the mapping's throughput per interval, oldest first: n-1
-// intervals, unknown ones (before the mapping existed, or before the
-// sampler ran that long) marked so.
+// minIntervals is the shortest window the graph spans: right after start
+// it shows the last minute (at 5 s) rather than stretching two samples
+// across the whole width.
+const minIntervals = 12
+
+// rates returns the mapping's throughput per interval, oldest first: as
+// many intervals as the sampler has run (at least minIntervals, at most
+// n-1), unknown ones (before the mapping existed, or before the sampler
+// ran) marked so.
 func (h *history) rates(id string) []rate {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	s := h.per[id]
-	out := make([]rate, 0, h.n-1)
-	for k := 1; k < h.n; k++ {
+	taken := 0
+	for _, t := range h.times {
+		if !t.IsZero() {
+			taken++
+		}
+	}
+	span := min(max(taken-1, minIntervals), h.n-1)
+	out := make([]rate, 0, span)
+	for k := h.n - span; k < h.n; k++ {
 		i, j := (h.next+k-1)%h.n, (h.next+k)%h.n // j follows i
 		r := rate{at: h.times[j]}
 		if s != nil && s.valid[i] && s.valid[j] && !h.times[i].IsZero() && h.times[j].After(h.times[i]) {

@@ -357,8 +357,8 @@ func (p *Page) mapping(m relay.MappingView, now time.Time) mappingView {
 		mv.Stats = []stat{
 			{"agents", formatInt(m.AgentsIdle) + " idle", formatInt(m.AgentsPaired) + " paired · " + allowed + " allowed"},
 			{"sessions", formatInt(int(m.SessionsNow)) + " now", formatInt(int(m.SessionsTotal)) + " in total"},
-			{"bytes", formatBytes(m.BytesToAgent) + " to agents", formatBytes(m.BytesFromAgent) + " from agents"},
-			{"last agent seen", mv.LastSeen, ""},
+			{"to agents", formatBytes(m.BytesToAgent), "from public clients"},
+			{"from agents", formatBytes(m.BytesFromAgent), "to public clients"},
 		}
 	} else {
 		for _, s := range m.Sides {
@@ -373,8 +373,9 @@ func (p *Page) mapping(m relay.MappingView, now time.Time) mappingView {
 		}
 		mv.Stats = []stat{
 			{"route", state, "relayed through this Connector"},
-			{"bytes", formatBytes(m.BytesToAgent) + " to agents", formatBytes(m.BytesFromAgent) + " from agents"},
 			{"last agent seen", mv.LastSeen, ""},
+			{"to agents", formatBytes(m.BytesToAgent), ""},
+			{"from agents", formatBytes(m.BytesFromAgent), ""},
 		}
 	}
 	mv.Graph = makeGraph(p.hist.rates(m.ID), p.opts.Interval)

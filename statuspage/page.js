@@ -8,8 +8,11 @@
     fetch(location.pathname, { cache: "no-store", credentials: "same-origin" })
       .then(function (r) { if (!r.ok) { throw new Error("HTTP " + r.status); } return r.text(); })
       .then(function (html) {
-        var next = new DOMParser().parseFromString(html, "text/html").querySelector("main");
-        if (next) { document.querySelector("main").replaceWith(document.adoptNode(next)); }
+        var doc = new DOMParser().parseFromString(html, "text/html");
+        ["header.top", "main"].forEach(function (sel) {
+          var now = document.querySelector(sel), next = doc.querySelector(sel);
+          if (now && next) { now.replaceWith(document.adoptNode(next)); }
+        });
         document.body.classList.remove("stale");
       })
       .catch(function () { document.body.classList.add("stale"); })

@@ -62,7 +62,7 @@ func TestPageShowsMappingsTrafficAndNoSecrets(t *testing.T) {
 		pub.ID, priv.ID, ">public<", ">private<",
 		itoa(pub.Port1), itoa(pub.Port2), itoa(priv.Port1), itoa(priv.Port2),
 		"4 allowed", "2 in total", // agents allowed; public sessions ever
-		"500 kB to agents", "500 kB from agents", // 300,000 + 200,000 bytes each way
+		"<dt>to agents</dt><dd>500 kB", "<dt>from agents</dt><dd>500 kB", // 300,000 + 200,000 bytes each way
 		"no agent",                   // the private route's sides
 		`class="line to" d="M`,       // the graph has a line
 		"to agents <b>40.0 kB/s</b>", // 200,000 bytes in the 5 s interval

@@ -2,6 +2,7 @@ package relaytest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"strconv"
@@ -64,13 +65,21 @@ func Agent(addr, passcode string) (net.Conn, error) {
 	return conn, nil
 }
 
-// RoundTrip connects to a public port, sends size bytes in chunks and
-// reads as many back (from echoing agents), and closes.
+// RoundTrip connects to a public port, sends size bytes and reads as many
+// back (from echoing agents), and closes; it fails the test on an error.
 func RoundTrip(t testing.TB, port, size int) {
 	t.Helper()
+	if err := Exchange(port, size); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Exchange is RoundTrip returning its error, for use off the test's
+// goroutine.
+func Exchange(port, size int) error {
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 10*time.Second)
 	if err != nil {
-		t.Fatalf("public client: %v", err)
+		return fmt.Errorf("public client: %w", err)
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(30 * time.Second))
@@ -92,9 +101,10 @@ func RoundTrip(t testing.TB, port, size int) {
 		errc <- nil
 	}()
 	if _, err := io.CopyN(io.Discard, conn, int64(size)); err != nil {
-		t.Fatalf("public client: read the echo of %d bytes: %v", size, err)
+		return fmt.Errorf("public client: read the echo of %d bytes: %w", size, err)
 	}
 	if err := <-errc; err != nil {
-		t.Fatalf("public client: write: %v", err)
+		return fmt.Errorf("public client: write: %w", err)
 	}
+	return nil
 }
