@@ -185,6 +185,7 @@ type view struct {
 	ApplianceError string
 	Config         configView
 	Interfaces     []status.Interface
+	Booted         string
 	Clock          string
 	Firewall       string
 	FirewallClass  string
@@ -316,6 +317,10 @@ func (p *Page) appliance(v *view, now time.Time) {
 	v.Config = configView{File: st.Config.File, Using: st.Config.Using, Valid: st.Config.Valid, Errors: st.Config.Errors,
 		Ignored: strings.Join(st.Config.Ignored, ", ")}
 	v.Interfaces = st.Interfaces
+	// Before the clock is set a board without a battery boots in 1970.
+	if st.Booted.Year() >= 2020 {
+		v.Booted = st.Booted.UTC().Format("2006-01-02 15:04 UTC") + " (" + ago(now, st.Booted) + ")"
+	}
 	v.Clock = st.Clock
 	if v.Clock == "" {
 		v.Clock = "not synchronised"

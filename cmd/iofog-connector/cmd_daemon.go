@@ -90,7 +90,7 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 	started := time.Now()
 	var cf configFlags
-	fs := newFlagSet(env, "run", "run [--config FILE | --builtin-config] [--state-dir DIR] [--tls-dir DIR] [--appliance] [--log-level L]")
+	fs := newFlagSet(env, "run", "run [--config FILE | --builtin-config] [--state-dir DIR] [--tls-dir DIR] [--appliance] [--appliance-status FILE] [--log-level L]")
 	cf.register(fs)
 	stateDir := fs.String("state-dir", defaultStateDir, "directory for the mapping store ("+relay.StoreFile+")")
 	appliance := fs.Bool("appliance", false, "run as the appliance's Connector (the firewall is on unless the config turns it off)")
