@@ -117,6 +117,19 @@ func TestStatusPageInABrowser(t *testing.T) {
 	if err := chromedp.Do(bctx, chromedp.EmulateViewport(1280, 900), chromedp.Navigate(base+"/")); err != nil {
 		t.Fatalf("load the page: %v", err)
 	}
+	first, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.querySelector('.asof').textContent`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The page updates itself in place, without a reload.
+	if err := chromedp.Do(bctx, chromedp.Evaluate[chromedp.Void](`window.notReloaded = true`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := chromedp.Run(bctx, chromedp.Poll[bool](
+		fmt.Sprintf(`window.notReloaded === true && document.querySelector('.asof').textContent !== %q`, first),
+		chromedp.WithPollingInterval(250*time.Millisecond), chromedp.WithPollingTimeout(time.Minute))); err != nil {
+		t.Fatalf("the page did not refresh itself in place (%s): %v", first, err)
+	}
 	// The graph needs two samples of the counters (5 s apart); the page
 	// refreshes itself every 5 s. A line appears only if both work.
 	line, err := chromedp.Run(bctx, chromedp.Poll[string](
