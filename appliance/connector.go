@@ -112,7 +112,12 @@ func (c *connector) onEvent(e supervise.Event) {
 			st.Connector.State = "restarting in " + e.Restart.String()
 			st.Connector.Restarts = n
 			st.Connector.LastRestart = why
-			st.AddEvent(status.Event{Time: e.Time, Kind: "restart", Text: "Connector restarted: " + why})
+			// The event has its own time; the page shows it beside the text.
+			text := fmt.Sprintf("Connector restarted: %s after %s", e.Exit, e.Uptime.Round(time.Second))
+			if last != "" {
+				text += "; its last words: " + truncate(last, 160)
+			}
+			st.AddEvent(status.Event{Time: e.Time, Kind: "restart", Text: text})
 		})
 	}
 }
