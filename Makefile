@@ -50,9 +50,9 @@ check:
 test: deps fetch check
 	$(GO) test -count=1 -timeout 60m ./...
 
-## test-short: unit tests only (no root, no QEMU)
+## test-short: unit tests only (no root, no QEMU, no browser)
 test-short:
-	IOFOG_SKIP_PRIVILEGED=1 IOFOG_SKIP_QEMU=1 $(GO) test -count=1 -short ./...
+	IOFOG_SKIP_PRIVILEGED=1 IOFOG_SKIP_QEMU=1 IOFOG_SKIP_BROWSER=1 $(GO) test -count=1 -short ./...
 
 ## bench: relay and pool benchmarks, as ratios against baselines in the same run; image sizes
 bench: $(OUT)/iofog-connector fetch

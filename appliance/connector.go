@@ -35,7 +35,8 @@ type connector struct {
 // again, as the daemon, in appliance mode.
 func (s *system) connectorArgs() []string {
 	args := []string{"iofog-connector", "run", "--appliance",
-		"--config", s.cfgPath, "--state-dir", s.stateDir, "--tls-dir", s.tlsDir}
+		"--config", s.cfgPath, "--state-dir", s.stateDir, "--tls-dir", s.tlsDir,
+		"--appliance-status", PageStatusFile}
 	if lv := s.level.Level().String(); lv != "" {
 		args = append(args, "--log-level", strings.ToLower(lv))
 	}
@@ -110,6 +111,12 @@ func (c *connector) onEvent(e supervise.Event) {
 			st.Connector.State = "restarting in " + e.Restart.String()
 			st.Connector.Restarts = n
 			st.Connector.LastRestart = why
+			// The event has its own time; the page shows it beside the text.
+			text := fmt.Sprintf("Connector restarted: %s after %s", e.Exit, e.Uptime.Round(time.Second))
+			if last != "" {
+				text += "; its last words: " + truncate(last, 160)
+			}
+			st.AddEvent(status.Event{Time: e.Time, Kind: "restart", Text: text})
 		})
 	}
 }

@@ -28,7 +28,12 @@ func (c *Connector) routes() http.Handler {
 		"/api/v2/status":         c.apiStatus,
 		"/api/v2/commandline":    c.apiCommandline,
 	}
+	page := c.page
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && page != nil {
+			page.ServeHTTP(w, r)
+			return
+		}
 		if r.URL.Path == "/metrics" {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				writeError(w, http.StatusMethodNotAllowed, "use GET for /metrics")

@@ -77,6 +77,9 @@ type Connector struct {
 	ready    chan struct{}
 	stopOnce sync.Once
 	stopReq  chan struct{}
+
+	page   http.Handler // GET /, if set (view.go)
+	events eventRing    // recent events, for the status page (view.go)
 }
 
 // New loads the mapping store and, unless in dev mode, the TLS files. It
@@ -239,6 +242,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	close(c.ready)
+	c.noteStarted()
 
 	c.mu.Lock()
 	n := len(c.mappings)
@@ -421,6 +425,7 @@ func (c *Connector) add(req addRequest, newID func() string) (Record, error) {
 	m.serve()
 	c.log.Info("mapping added", "mapping", rec.ID, "type", m.kind(), "port1", rec.Port1, "port2", rec.Port2,
 		"maxconnections", rec.MaxConnectionsPort1, "threshold_ms", rec.HeartbeatAbsenceThresholdPort1, "free_ports", c.pool.Free())
+	c.noteAdded(rec)
 	return rec, nil
 }
 
@@ -492,6 +497,7 @@ func (c *Connector) remove(id string) error {
 		}
 	}
 	c.log.Info("mapping removed", "mapping", id, "port1", m.rec.Port1, "port2", m.rec.Port2, "free_ports", c.pool.Free())
+	c.noteRemoved(m.rec)
 	return nil
 }
 

@@ -24,7 +24,6 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 	if err != nil {
 		return err
 	}
-	met := a.m.c.met
 	for {
 		avail := first
 		first = 0
@@ -40,7 +39,7 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 			if n > 0 {
 				var w int
 				w, werr = a.writePayload((*bp)[:n])
-				met.toAgent.Add(float64(w))
+				a.m.countToAgent(int64(w))
 			}
 			a.m.c.smallBufs.Put(bp)
 			if werr != nil {
@@ -55,7 +54,7 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 		n, err := io.CopyN(dst, src, int64(avail))
 		a.lastPayload.Store(time.Now().UnixNano())
 		a.wmu.Unlock()
-		met.toAgent.Add(float64(n))
+		a.m.countToAgent(n)
 		if err != nil {
 			return err
 		}

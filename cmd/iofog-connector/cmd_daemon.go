@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/certs"
 	"github.com/eclipse-iofog/iofog-connector/schema"
+	"github.com/eclipse-iofog/iofog-connector/statuspage"
 )
 
 // Where the original keeps its files; every one is overridable by a flag.
@@ -73,12 +75,14 @@ func parseFlags(fs *flag.FlagSet, args []string) int {
 }
 
 func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
+	started := time.Now()
 	var cf configFlags
-	fs := newFlagSet(env, "run", "run [--config FILE | --builtin-config] [--state-dir DIR] [--tls-dir DIR] [--appliance] [--log-level L]")
+	fs := newFlagSet(env, "run", "run [--config FILE | --builtin-config] [--state-dir DIR] [--tls-dir DIR] [--appliance] [--appliance-status FILE] [--log-level L]")
 	cf.register(fs)
 	stateDir := fs.String("state-dir", defaultStateDir, "directory for the mapping store ("+relay.StoreFile+")")
 	appliance := fs.Bool("appliance", false, "run as the appliance's Connector (the firewall is on unless the config turns it off)")
 	level := fs.String("log-level", "", "debug, info, warn or error (default: the config's log level, else info)")
+	applianceStatus := fs.String("appliance-status", "", "JSON status file kept by the appliance, shown on the status page (set by the appliance)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -133,6 +137,15 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
 		return 1
 	}
+	page, err := statuspage.New(statuspage.Options{Connector: c, Started: started, ApplianceStatus: *applianceStatus, Logger: log})
+	if err != nil {
+		fmt.Fprintf(env.stderr, "iofog-connector: status page: %v\n", err)
+		return 1
+	}
+	c.HandleRoot(page)
+	pageCtx, stopPage := context.WithCancel(ctx)
+	defer stopPage()
+	go page.Run(pageCtx)
 	if err := c.Run(ctx); err != nil {
 		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
 		return 1
