@@ -235,6 +235,9 @@ type listEntry struct {
 	Thresh2   int64  `json:"heartbeatabsencethresholdport2"`
 	Active1   bool   `json:"active1"`
 	Active2   bool   `json:"active2"`
+	// Why a port is not listening, when it is not.
+	Inactive1 string `json:"inactivereason1,omitempty"`
+	Inactive2 string `json:"inactivereason2,omitempty"`
 	Sessions  int64  `json:"publicsessions"`
 	AgentIdle int    `json:"agentsidle"`
 	AgentBusy int    `json:"agentspaired"`
@@ -249,16 +252,20 @@ type listReply struct {
 // apiList is an extension for the operator's `mapping list`.
 func (c *Connector) apiList(url.Values) (int, any) {
 	out := listReply{Status: "ok", Mappings: []listEntry{}, Timestamp: now()}
-	for _, r := range c.list() {
-		m, ok := c.lookup(r.ID)
-		if !ok {
-			continue
-		}
+	for _, l := range c.listAll() {
+		m, r := l.m, l.m.rec
 		idle, paired := m.counts()
-		out.Mappings = append(out.Mappings, listEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
+		e := listEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
 			Max1: r.MaxConnectionsPort1, Max2: r.MaxConnectionsPort2,
 			Thresh1: r.HeartbeatAbsenceThresholdPort1, Thresh2: r.HeartbeatAbsenceThresholdPort2,
-			Active1: m.active(0), Active2: m.active(1), Sessions: m.sessions.Load(), AgentIdle: idle, AgentBusy: paired})
+			Active1: m.active(0), Active2: m.active(1), Sessions: m.sessions.Load(), AgentIdle: idle, AgentBusy: paired}
+		if !e.Active1 {
+			e.Inactive1 = l.down[0]
+		}
+		if !e.Active2 {
+			e.Inactive2 = l.down[1]
+		}
+		out.Mappings = append(out.Mappings, e)
 	}
 	return http.StatusOK, out
 }

@@ -27,9 +27,10 @@ func TestStoreRoundTripKeepsEveryField(t *testing.T) {
 	if err := saveStore(path, recs); err != nil {
 		t.Fatal(err)
 	}
-	got, rewrite, err := loadStore(path, slog.New(slog.DiscardHandler), time.Now())
-	if err != nil || rewrite {
-		t.Fatalf("load: %v rewrite=%v", err, rewrite)
+	st := loadStore(path, slog.New(slog.DiscardHandler), time.Now())
+	got := st.recs
+	if st.rewrite || st.preserve != nil {
+		t.Fatalf("load: %+v", st)
 	}
 	a, _ := json.Marshal(recs)
 	b, _ := json.Marshal(got)
@@ -39,9 +40,9 @@ func TestStoreRoundTripKeepsEveryField(t *testing.T) {
 }
 
 func TestMissingStoreIsEmpty(t *testing.T) {
-	got, _, err := loadStore(filepath.Join(t.TempDir(), StoreFile), slog.New(slog.DiscardHandler), time.Now())
-	if err != nil || len(got) != 0 {
-		t.Fatalf("missing store: %v %v", got, err)
+	st := loadStore(filepath.Join(t.TempDir(), StoreFile), slog.New(slog.DiscardHandler), time.Now())
+	if len(st.recs) != 0 || st.rewrite {
+		t.Fatalf("missing store: %+v", st)
 	}
 }
 
@@ -60,12 +61,9 @@ func TestCorruptStoreIsMovedAsideAndPreviousGenerationUsed(t *testing.T) {
 
 	var logs strings.Builder
 	now := time.Date(2026, 11, 25, 17, 0, 0, 0, time.UTC)
-	got, rewrite, err := loadStore(path, slog.New(slog.NewTextHandler(&logs, nil)), now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !rewrite || len(got) != 1 || got[0].ID != "1" {
-		t.Fatalf("got %v rewrite=%v, want the previous generation's one mapping", got, rewrite)
+	st := loadStore(path, slog.New(slog.NewTextHandler(&logs, nil)), now)
+	if got := st.recs; !st.rewrite || len(got) != 1 || got[0].ID != "1" {
+		t.Fatalf("got %+v, want the previous generation's one mapping", st)
 	}
 	aside := path + ".corrupt-20261125T170000Z"
 	if data, err := os.ReadFile(aside); err != nil || string(data) != string(garbage) {
@@ -80,9 +78,9 @@ func TestCorruptStoreWithoutPreviousStartsEmptyButKeepsTheFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, StoreFile)
 	os.WriteFile(path, []byte(`{"mappings":[{"id":"","port1":1,"port2":2}]}`), 0o600)
-	got, rewrite, err := loadStore(path, slog.New(slog.DiscardHandler), time.Now())
-	if err != nil || len(got) != 0 || !rewrite {
-		t.Fatalf("got %v %v %v", got, rewrite, err)
+	st := loadStore(path, slog.New(slog.DiscardHandler), time.Now())
+	if len(st.recs) != 0 || !st.rewrite {
+		t.Fatalf("got %+v", st)
 	}
 	matches, _ := filepath.Glob(path + ".corrupt-*")
 	if len(matches) != 1 {
