@@ -225,16 +225,16 @@ func (c *Connector) apiRemove(form url.Values) (int, any) {
 
 // listEntry is a mapping as `mapping list` shows it: no passcodes.
 type listEntry struct {
-	ID        string `json:"id"`
-	Type      string `json:"type"`
-	Port1     uint16 `json:"port1"`
-	Port2     uint16 `json:"port2"`
-	Max1      int    `json:"maxconnectionsport1"`
-	Max2      int    `json:"maxconnectionsport2"`
-	Thresh1   int64  `json:"heartbeatabsencethresholdport1"`
-	Thresh2   int64  `json:"heartbeatabsencethresholdport2"`
-	Active1   bool   `json:"active1"`
-	Active2   bool   `json:"active2"`
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Port1   uint16 `json:"port1"`
+	Port2   uint16 `json:"port2"`
+	Max1    int    `json:"maxconnectionsport1"`
+	Max2    int    `json:"maxconnectionsport2"`
+	Thresh1 int64  `json:"heartbeatabsencethresholdport1"`
+	Thresh2 int64  `json:"heartbeatabsencethresholdport2"`
+	Active1 bool   `json:"active1"`
+	Active2 bool   `json:"active2"`
 	// Why a port is not listening, when it is not.
 	Inactive1 string `json:"inactivereason1,omitempty"`
 	Inactive2 string `json:"inactivereason2,omitempty"`
