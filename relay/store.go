@@ -195,7 +195,7 @@ func (l *loaded) keepConflicts(path, stamp string, dropped []Record, log *slog.L
 		names = append(names, fmt.Sprintf("%s (ports %d, %d)", r.ID, r.Port1, r.Port2))
 	}
 	write := func() error {
-		data, err := json.Marshal(storeFile{Mappings: dropped})
+		data, err := encodeStore(dropped)
 		if err != nil {
 			return err
 		}
@@ -214,11 +214,16 @@ func (l *loaded) keepConflicts(path, stamp string, dropped []Record, log *slog.L
 	log.Error(msg+", moved the rest aside", "file", path, "dropped", strings.Join(names, ", "), "moved_to", aside)
 }
 
-func saveStore(path string, recs []Record) error {
+// encodeStore is the store's content for recs.
+func encodeStore(recs []Record) ([]byte, error) {
 	if recs == nil {
 		recs = []Record{}
 	}
-	data, err := json.Marshal(storeFile{Mappings: recs})
+	return json.Marshal(storeFile{Mappings: recs})
+}
+
+func saveStore(path string, recs []Record) error {
+	data, err := encodeStore(recs)
 	if err != nil {
 		return fmt.Errorf("encode mapping store: %w", err)
 	}
