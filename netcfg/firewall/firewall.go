@@ -77,6 +77,10 @@ func (p Policy) String() string {
 type Rules struct {
 	Policy     Policy
 	APIPort    uint16 // 0: none
+	// APIAllow lists the source addresses and CIDR networks that may reach
+	// the API port (api.allow); empty means every source. Loopback is
+	// always accepted.
+	APIAllow   []string
 	BrokerPort uint16 // 0: none
 	// RateLimit is new connections per second per source address on
 	// mapping ports; 0 turns the limit off. Burst is the extra allowance.
