@@ -474,6 +474,8 @@ func mappingList(ctx context.Context, env *cliEnv, args []string) int {
 			Max1      int    `json:"maxconnectionsport1"`
 			Active1   bool   `json:"active1"`
 			Active2   bool   `json:"active2"`
+			Why1      string `json:"inactivereason1"`
+			Why2      string `json:"inactivereason2"`
 			Sessions  int64  `json:"publicsessions"`
 			AgentIdle int    `json:"agentsidle"`
 			AgentBusy int    `json:"agentspaired"`
@@ -499,5 +501,13 @@ func mappingList(ctx context.Context, env *cliEnv, args []string) int {
 			m.AgentIdle, m.AgentBusy, m.Sessions, listening)
 	}
 	tw.Flush()
+	// Why a port is not listening, under the table.
+	for _, m := range r.Mappings {
+		for i, why := range []string{m.Why1, m.Why2} {
+			if why != "" {
+				fmt.Fprintf(env.stdout, "%s port%d not listening: %s\n", m.ID, i+1, why)
+			}
+		}
+	}
 	return 0
 }
