@@ -194,6 +194,9 @@ func (c *Connector) apiAdd(form url.Values) (int, any) {
 	if errors.Is(err, errNoPorts) {
 		return failed(http.StatusInsufficientStorage, err.Error())
 	}
+	if errors.Is(err, errStopping) {
+		return failed(http.StatusServiceUnavailable, err.Error())
+	}
 	if err != nil {
 		c.log.Error("mapping add failed", "err", err)
 		return failed(http.StatusInternalServerError, err.Error())
@@ -216,6 +219,9 @@ func (c *Connector) apiRemove(form url.Values) (int, any) {
 	if err := c.remove(id); err != nil {
 		if errors.Is(err, errUnknownMapping) {
 			return failed(http.StatusNotFound, err.Error())
+		}
+		if errors.Is(err, errStopping) {
+			return failed(http.StatusServiceUnavailable, err.Error())
 		}
 		c.log.Error("mapping remove failed", "mapping", id, "err", err)
 		return failed(http.StatusInternalServerError, err.Error())

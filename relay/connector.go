@@ -77,6 +77,7 @@ type Connector struct {
 	wmu      sync.Mutex
 	preserve []func() error // guarded by wmu; see loaded.preserve
 	rewrite  bool           // guarded by wmu; the store must be (re)written
+	closing  bool           // guarded by wmu; Run is shutting down: no more changes
 
 	mu       sync.Mutex
 	pool     *portpool.Pool
@@ -290,10 +291,14 @@ func (c *Connector) Run(ctx context.Context) error {
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutCtx)
+	// Changes still in flight (a slow store write outlasting the shutdown
+	// grace) finish first; later ones are refused, so no mapping is added
+	// once everything is closed.
+	c.wmu.Lock()
+	c.closing = true
 	c.closeAll("connector shutting down")
 	// Every add and remove is on disk before it is acknowledged; the store
 	// is written here only if writing it at start failed.
-	c.wmu.Lock()
 	if c.rewrite {
 		if err := c.persist(c.list()); err != nil {
 			c.log.Error("cannot write the mapping store at shutdown; it stays as it was", "err", err)
@@ -521,6 +526,10 @@ func (c *Connector) add(req addRequest, newID func() string) (Record, error) {
 
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.closing {
+		undo()
+		return Record{}, errStopping
+	}
 	if err := c.persist(append(c.list(), rec)); err != nil {
 		undo()
 		return Record{}, err
@@ -593,7 +602,10 @@ func (c *Connector) allocate() ([2]uint16, [2]net.Listener, error) {
 	}
 }
 
-var errUnknownMapping = errors.New("mapping not found")
+var (
+	errUnknownMapping = errors.New("mapping not found")
+	errStopping       = errors.New("the Connector is shutting down; try again when it is back, or another Connector")
+)
 
 // remove deletes a mapping: store first, then the table (under wmu, so the
 // next writer stores without it), then, with no lock held, its listeners
@@ -616,6 +628,10 @@ func (c *Connector) remove(id string) error {
 	if !ok {
 		c.wmu.Unlock()
 		return fmt.Errorf("%w: %s", errUnknownMapping, id)
+	}
+	if c.closing {
+		c.wmu.Unlock()
+		return errStopping
 	}
 	if err := c.persist(rest); err != nil {
 		c.wmu.Unlock()
