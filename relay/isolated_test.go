@@ -17,6 +17,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -83,8 +84,10 @@ func TestAPIAllowRefusesOtherSources(t *testing.T) {
 	cfg := relaytest.Config(t, 4)
 	cfg.API.Listen = ""
 	cfg.API.Allow = []string{"192.0.2.3", "198.51.100.0/24"}
-	in := relaytest.Start(t, relay.Options{Config: cfg})
+	logs, log := newLogBuffer(t)
+	in := relaytest.Start(t, relay.Options{Config: cfg, Logger: log})
 	port := strconv.Itoa(in.APIAddr().(*net.TCPAddr).Port)
+	start := time.Now()
 
 	call := func(src, method, path string) (int, map[string]any, bool) {
 		t.Helper()
@@ -128,8 +131,18 @@ func TestAPIAllowRefusesOtherSources(t *testing.T) {
 				path, code, out, closed)
 		}
 	}
-	if n := metric(t, in, "iofog_connector_api_refused_total"); n != 2 {
-		t.Errorf("iofog_connector_api_refused_total = %v, want 2", n)
+	// A stranger cannot flood the log: every refusal is counted, one line
+	// a minute is written.
+	for range 30 {
+		call("192.0.2.2", http.MethodPost, "/api/v2/status")
+	}
+	if n := metric(t, in, "iofog_connector_api_refused_total"); n != 32 {
+		t.Errorf("iofog_connector_api_refused_total = %v, want 32", n)
+	}
+	// One line a minute: on a machine so slow that this took minutes,
+	// one more per minute is fine.
+	if n, most := strings.Count(logs.String(), "refused API requests"), 1+int(time.Since(start)/time.Minute); n < 1 || n > most {
+		t.Errorf("%d log lines for 32 refusals, want 1 to %d", n, most)
 	}
 }
 
