@@ -228,6 +228,10 @@ func (c *Connector) Run(ctx context.Context) error {
 	if !c.cfg.Dev {
 		scheme = "https"
 	}
+	handler, err := c.guard(c.routes())
+	if err != nil {
+		return err
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.cfg.API.Listen, strconv.Itoa(port)))
 	if err != nil {
 		return fmt.Errorf("control API: listen on port %d: %w", port, err)
@@ -245,12 +249,6 @@ func (c *Connector) Run(ctx context.Context) error {
 	}
 	if idleTimeout <= 0 {
 		idleTimeout = DefaultAPIIdleTimeout
-	}
-	handler, err := c.guard(c.routes())
-	if err != nil {
-		ln.Close()
-		c.closeAll("connector failed to start")
-		return err
 	}
 	srv := &http.Server{
 		Handler: handler,
