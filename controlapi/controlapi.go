@@ -133,16 +133,19 @@ type MappingStatusReply struct {
 
 // ListEntry is one mapping in mapping/list's answer: no passcodes.
 type ListEntry struct {
-	ID        string `json:"id"`
-	Type      string `json:"type"` // "public" or "private"
-	Port1     uint16 `json:"port1"`
-	Port2     uint16 `json:"port2"`
-	Max1      int    `json:"maxconnectionsport1"`
-	Max2      int    `json:"maxconnectionsport2"`
-	Thresh1   int64  `json:"heartbeatabsencethresholdport1"`
-	Thresh2   int64  `json:"heartbeatabsencethresholdport2"`
-	Active1   bool   `json:"active1"`
-	Active2   bool   `json:"active2"`
+	ID      string `json:"id"`
+	Type    string `json:"type"` // "public" or "private"
+	Port1   uint16 `json:"port1"`
+	Port2   uint16 `json:"port2"`
+	Max1    int    `json:"maxconnectionsport1"`
+	Max2    int    `json:"maxconnectionsport2"`
+	Thresh1 int64  `json:"heartbeatabsencethresholdport1"`
+	Thresh2 int64  `json:"heartbeatabsencethresholdport2"`
+	Active1 bool   `json:"active1"`
+	Active2 bool   `json:"active2"`
+	// Why a port is not listening, when it is not.
+	Inactive1 string `json:"inactivereason1,omitempty"`
+	Inactive2 string `json:"inactivereason2,omitempty"`
 	Sessions  int64  `json:"publicsessions"`
 	AgentIdle int    `json:"agentsidle"`
 	AgentBusy int    `json:"agentspaired"`

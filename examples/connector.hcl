@@ -58,6 +58,10 @@ api {
   listen     = ""   # all addresses
   http_port  = 8080
   https_port = 443
+  # Who may use the API and /metrics; left out: everyone.
+  # allow = ["192.0.2.10", "10.0.0.0/8"]
+  read_timeout = "30s"
+  idle_timeout = "2m"
 }
 
 log {

@@ -199,6 +199,9 @@ func (c *Connector) apiAdd(form url.Values) (int, any) {
 	if errors.Is(err, errNoPorts) {
 		return failed(http.StatusInsufficientStorage, err.Error())
 	}
+	if errors.Is(err, errStopping) {
+		return failed(http.StatusServiceUnavailable, err.Error())
+	}
 	if err != nil {
 		c.log.Error("mapping add failed", "err", err)
 		return failed(http.StatusInternalServerError, err.Error())
@@ -222,6 +225,9 @@ func (c *Connector) apiRemove(form url.Values) (int, any) {
 		if errors.Is(err, errUnknownMapping) {
 			return failed(http.StatusNotFound, err.Error())
 		}
+		if errors.Is(err, errStopping) {
+			return failed(http.StatusServiceUnavailable, err.Error())
+		}
 		c.log.Error("mapping remove failed", "mapping", id, "err", err)
 		return failed(http.StatusInternalServerError, err.Error())
 	}
@@ -230,16 +236,19 @@ func (c *Connector) apiRemove(form url.Values) (int, any) {
 
 // listEntry is a mapping as `mapping list` shows it: no passcodes.
 type listEntry struct {
-	ID        string `json:"id"`
-	Type      string `json:"type"`
-	Port1     uint16 `json:"port1"`
-	Port2     uint16 `json:"port2"`
-	Max1      int    `json:"maxconnectionsport1"`
-	Max2      int    `json:"maxconnectionsport2"`
-	Thresh1   int64  `json:"heartbeatabsencethresholdport1"`
-	Thresh2   int64  `json:"heartbeatabsencethresholdport2"`
-	Active1   bool   `json:"active1"`
-	Active2   bool   `json:"active2"`
+	ID      string `json:"id"`
+	Type    string `json:"type"`
+	Port1   uint16 `json:"port1"`
+	Port2   uint16 `json:"port2"`
+	Max1    int    `json:"maxconnectionsport1"`
+	Max2    int    `json:"maxconnectionsport2"`
+	Thresh1 int64  `json:"heartbeatabsencethresholdport1"`
+	Thresh2 int64  `json:"heartbeatabsencethresholdport2"`
+	Active1 bool   `json:"active1"`
+	Active2 bool   `json:"active2"`
+	// Why a port is not listening, when it is not.
+	Inactive1 string `json:"inactivereason1,omitempty"`
+	Inactive2 string `json:"inactivereason2,omitempty"`
 	Sessions  int64  `json:"publicsessions"`
 	AgentIdle int    `json:"agentsidle"`
 	AgentBusy int    `json:"agentspaired"`
@@ -254,16 +263,20 @@ type listReply struct {
 // apiList is an extension for the operator's `mapping list`.
 func (c *Connector) apiList(url.Values) (int, any) {
 	out := listReply{Status: "ok", Mappings: []listEntry{}, Timestamp: now()}
-	for _, r := range c.list() {
-		m, ok := c.lookup(r.ID)
-		if !ok {
-			continue
-		}
+	for _, l := range c.listAll() {
+		m, r := l.m, l.m.rec
 		idle, paired := m.counts()
-		out.Mappings = append(out.Mappings, listEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
+		e := listEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
 			Max1: r.MaxConnectionsPort1, Max2: r.MaxConnectionsPort2,
 			Thresh1: r.HeartbeatAbsenceThresholdPort1, Thresh2: r.HeartbeatAbsenceThresholdPort2,
-			Active1: m.active(0), Active2: m.active(1), Sessions: m.sessions.Load(), AgentIdle: idle, AgentBusy: paired})
+			Active1: m.active(0), Active2: m.active(1), Sessions: m.sessions.Load(), AgentIdle: idle, AgentBusy: paired}
+		if !e.Active1 {
+			e.Inactive1 = l.down[0]
+		}
+		if !e.Active2 {
+			e.Inactive2 = l.down[1]
+		}
+		out.Mappings = append(out.Mappings, e)
 	}
 	return http.StatusOK, out
 }

@@ -42,6 +42,10 @@ type Options struct {
 	Logger            *slog.Logger
 	// Collectors are extra metrics served on /metrics (e.g. firewall counters).
 	Collectors []prometheus.Collector
+	// BeforeStoreWrite, if set, runs before every write of the mapping
+	// store, with the writer's lock held. Tests use it to stand for a slow
+	// disk.
+	BeforeStoreWrite func()
 }
 
 // DefaultPublicWait is how long a public client waits for a free agent
@@ -65,13 +69,23 @@ type Connector struct {
 	bufs       sync.Pool // *[]byte of bigBuf
 	smallBufs  sync.Pool // *[]byte of smallCopy, for short bursts
 
-	// mu serializes adds, removes and store writes, and guards the pool
-	// and the mapping table.
+	// Two locks, so that readers (status, mapping list, /metrics) never
+	// wait for the disk, the firewall or a drain. wmu serialises changes
+	// (add, remove, start, stop) and is held across a store write and a
+	// firewall call; mu guards the pool and the mapping table and is held
+	// only for work in memory. wmu is taken before mu, never after.
+	wmu      sync.Mutex
+	preserve []func() error // guarded by wmu; see loaded.preserve
+	rewrite  bool           // guarded by wmu; the store must be (re)written
+	closing  bool           // guarded by wmu; Run is shutting down: no more changes
+
 	mu       sync.Mutex
 	pool     *portpool.Pool
 	mappings map[string]*mapping
-	order    []string // store order
-	rewrite  bool     // the store must be rewritten at start (it was restored)
+	order    []string              // store order
+	down     map[string]*[2]string // why a mapping's port is not listening, by mapping id
+
+	apiRefused prometheus.Counter
 
 	apiLn    net.Listener
 	ready    chan struct{}
@@ -99,6 +113,7 @@ func New(opts Options) (*Connector, error) {
 		storePath:  filepath.Join(opts.StateDir, StoreFile),
 		publicWait: opts.Config.Relay.PublicWait.Duration,
 		mappings:   map[string]*mapping{},
+		down:       map[string]*[2]string{},
 		ready:      make(chan struct{}),
 		stopReq:    make(chan struct{}),
 	}
@@ -112,20 +127,17 @@ func New(opts Options) (*Connector, error) {
 		if err != nil {
 			return nil, err
 		}
-		c.apiTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-		c.dataTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		c.apiTLS = serverTLS(cert)
+		c.dataTLS = serverTLS(cert)
 	}
 	pool, err := portpool.New(c.cfg.Ports, c.cfg.Exclude)
 	if err != nil {
 		return nil, fmt.Errorf("port pool from the config's ports and exclude: %w", err)
 	}
 	c.pool = pool
-	recs, rewrite, err := loadStore(c.storePath, c.log, time.Now())
-	if err != nil {
-		return nil, err
-	}
-	c.rewrite = rewrite
-	for _, r := range recs {
+	st := loadStore(c.storePath, c.log, time.Now())
+	c.rewrite, c.preserve = st.rewrite, st.preserve
+	for _, r := range st.recs {
 		for _, p := range []uint16{r.Port1, r.Port2} {
 			if err := c.pool.Reserve(p); err != nil {
 				// The agents know this port; keep serving it even though
@@ -136,11 +148,32 @@ func New(opts Options) (*Connector, error) {
 		c.mappings[r.ID] = newMapping(c, r)
 		c.order = append(c.order, r.ID)
 	}
-	c.met, err = newMetrics(c.snapshot, opts.Collectors)
+	c.apiRefused = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "iofog_connector", Name: "api_refused_total",
+		Help: "API and /metrics requests refused because their source is not in api.allow."})
+	c.met, err = newMetrics(c.snapshot, append([]prometheus.Collector{c.apiRefused}, opts.Collectors...))
 	if err != nil {
 		return nil, fmt.Errorf("register metrics: %w", err)
 	}
 	return c, nil
+}
+
+// serverTLS is the TLS setup of the API and of every data port: TLS 1.3,
+// or TLS 1.2 with forward-secret AEAD suites only (no CBC, no SHA-1 MACs,
+// no RSA key exchange). The Controller (Node.js) and the agents' network
+// containers (Java 8 and later) all offer ECDHE with AES-GCM.
+func serverTLS(cert tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: []uint16{ // TLS 1.2 only; TLS 1.3 suites are all AEAD
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+			tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+	}
 }
 
 func loadKeyPair(certFile, keyFile string) (tls.Certificate, error) {
@@ -180,63 +213,56 @@ func (c *Connector) Ready() <-chan struct{} { return c.ready }
 // requestStop makes Run shut down gracefully (commandline stop).
 func (c *Connector) requestStop() { c.stopOnce.Do(func() { close(c.stopReq) }) }
 
+// Default API timeouts, when the config does not say.
+const (
+	DefaultAPIReadTimeout = 30 * time.Second
+	DefaultAPIIdleTimeout = 2 * time.Minute
+)
+
 // Run serves until ctx is done or a `commandline stop`, then shuts down
 // gracefully: stops accepting, closes every connection, flushes the store.
 func (c *Connector) Run(ctx context.Context) error {
 	listenCtx, cancelListen := context.WithCancel(ctx)
 	defer cancelListen()
 
-	c.mu.Lock()
-	inactive := 0
-	for _, id := range c.order {
-		m := c.mappings[id]
-		for i := range 2 {
-			ln, err := c.listen(m.port(i))
-			if err != nil {
-				inactive++
-				c.log.Error("cannot reopen a stored mapping's port; retrying in the background", "mapping", id, "port", m.port(i), "err", err)
-				go c.retryListen(listenCtx, m, i)
-				continue
-			}
-			m.ln[i] = ln
-		}
-		m.serve()
-	}
-	if c.rewrite {
-		if err := saveStore(c.storePath, c.records()); err != nil {
-			c.log.Error("cannot rewrite the restored mapping store", "err", err)
-		}
-	}
-	var ports []uint16
-	for _, r := range c.records() {
-		ports = append(ports, r.Port1, r.Port2)
-	}
-	c.mu.Unlock()
-	if c.opts.Gate != nil {
-		if len(ports) > 0 {
-			if err := c.opts.Gate.OpenPorts(ports...); err != nil {
-				c.log.Error("cannot open stored mappings' ports in the firewall", "err", err)
-			}
-		}
-	}
-
-	scheme, port := "http", c.cfg.API.HTTPPort
+	// The API's port first: a stored mapping must never take it (it would
+	// leave a Connector that nobody can talk to).
+	scheme, port := "http", c.cfg.API.Port(c.cfg.Dev)
 	if !c.cfg.Dev {
-		scheme, port = "https", c.cfg.API.HTTPSPort
+		scheme = "https"
+	}
+	handler, err := c.guard(c.routes())
+	if err != nil {
+		return err
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort(c.cfg.API.Listen, strconv.Itoa(port)))
 	if err != nil {
-		c.closeAll("connector failed to start")
 		return fmt.Errorf("control API: listen on port %d: %w", port, err)
 	}
 	if c.apiTLS != nil {
 		ln = tls.NewListener(ln, c.apiTLS)
 	}
 	c.apiLn = ln
+
+	inactive := c.openStored(listenCtx, uint16(port))
+
+	readTimeout, idleTimeout := c.cfg.API.ReadTimeout.Duration, c.cfg.API.IdleTimeout.Duration
+	if readTimeout <= 0 {
+		readTimeout = DefaultAPIReadTimeout
+	}
+	if idleTimeout <= 0 {
+		idleTimeout = DefaultAPIIdleTimeout
+	}
 	srv := &http.Server{
-		Handler:           c.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       5 * time.Minute,
+		Handler: handler,
+		// A request, body included, must arrive within readTimeout, so a
+		// client trickling bytes cannot hold a connection (and a file
+		// descriptor) for long. There is no write timeout: the replies are
+		// small, and cutting one off after the work was done would make
+		// the Controller retry an add that succeeded.
+		ReadHeaderTimeout: min(10*time.Second, readTimeout),
+		ReadTimeout:       readTimeout,
+		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(c.log.Handler(), slog.LevelDebug),
 	}
 	served := make(chan error, 1)
@@ -244,10 +270,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	close(c.ready)
 	c.noteStarted()
 
-	c.mu.Lock()
-	n := len(c.mappings)
-	free := c.pool.Free()
-	c.mu.Unlock()
+	n, free := c.stats()
 	mode := "dev (plain HTTP and TCP)"
 	if !c.cfg.Dev {
 		mode = "TLS (HTTPS API, TLS on every data port)"
@@ -270,15 +293,105 @@ func (c *Connector) Run(ctx context.Context) error {
 	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	srv.Shutdown(shutCtx)
+	// Changes still in flight (a slow store write outlasting the shutdown
+	// grace) finish first; later ones are refused, so no mapping is added
+	// once everything is closed.
+	c.wmu.Lock()
+	c.closing = true
 	c.closeAll("connector shutting down")
-	c.mu.Lock()
-	err = saveStore(c.storePath, c.records())
-	c.mu.Unlock()
-	if err != nil && runErr == nil {
-		runErr = err
+	// Every add and remove is on disk before it is acknowledged; the store
+	// is written here only if writing it at start failed.
+	if c.rewrite {
+		if err := c.persist(c.list()); err != nil {
+			c.log.Error("cannot write the mapping store at shutdown; it stays as it was", "err", err)
+		}
 	}
+	c.wmu.Unlock()
 	c.log.Info("iofog-connector is stopped")
 	return runErr
+}
+
+// openStored opens the stored mappings' listeners, rewrites the store if
+// loading changed it, and opens their ports in the firewall. It returns
+// how many ports could not be opened.
+func (c *Connector) openStored(ctx context.Context, apiPort uint16) (inactive int) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	var ms []*mapping
+	c.mu.Lock()
+	for _, id := range c.order {
+		ms = append(ms, c.mappings[id])
+	}
+	c.mu.Unlock()
+	var gated []uint16
+	for _, m := range ms {
+		for i := range 2 {
+			p := m.port(i)
+			if p == apiPort {
+				inactive++
+				why := fmt.Sprintf("port %d is the Connector's own API port; this mapping cannot listen there (remove it, or move the API with api.http_port / api.https_port)", p)
+				c.setDown(m.rec.ID, i, why)
+				c.log.Error("a stored mapping uses the API port; it stays inactive", "mapping", m.rec.ID, "port", p)
+				continue
+			}
+			gated = append(gated, p)
+			ln, err := c.listen(p)
+			if err != nil {
+				inactive++
+				c.setDown(m.rec.ID, i, fmt.Sprintf("cannot listen on port %d: %v; retrying every 5 s", p, err))
+				c.log.Error("cannot reopen a stored mapping's port; retrying in the background", "mapping", m.rec.ID, "port", p, "err", err)
+				go c.retryListen(ctx, m, i)
+				continue
+			}
+			m.ln[i] = ln
+		}
+		m.serve()
+	}
+	if c.rewrite {
+		if err := c.persist(c.list()); err != nil {
+			c.log.Error("cannot rewrite the restored mapping store; serving what was loaded", "err", err)
+		} else {
+			c.rewrite = false
+		}
+	}
+	if c.opts.Gate != nil && len(gated) > 0 {
+		if err := c.opts.Gate.OpenPorts(gated...); err != nil {
+			c.log.Error("cannot open stored mappings' ports in the firewall", "err", err)
+		}
+	}
+	return inactive
+}
+
+// setDown records why a mapping's port is not listening ("" when it is).
+func (c *Connector) setDown(id string, i int, why string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	d := c.down[id]
+	if d == nil {
+		if why == "" {
+			return
+		}
+		d = new([2]string)
+		c.down[id] = d
+	}
+	d[i] = why
+	if d[0] == "" && d[1] == "" {
+		delete(c.down, id)
+	}
+}
+
+// persist writes recs as the store. The caller holds wmu and not mu.
+func (c *Connector) persist(recs []Record) error {
+	if c.opts.BeforeStoreWrite != nil {
+		c.opts.BeforeStoreWrite()
+	}
+	for len(c.preserve) > 0 {
+		if err := c.preserve[0](); err != nil {
+			return fmt.Errorf("not writing the mapping store: %w", err)
+		}
+		c.preserve = c.preserve[1:]
+	}
+	return saveStore(c.storePath, recs)
 }
 
 func (c *Connector) closeAll(why string) {
@@ -316,6 +429,7 @@ func (c *Connector) retryListen(ctx context.Context, m *mapping, i int) {
 			ln.Close()
 			return
 		}
+		c.setDown(m.rec.ID, i, "")
 		c.log.Info("reopened a stored mapping's port", "mapping", m.rec.ID, "port", m.port(i))
 		return
 	}
@@ -368,8 +482,9 @@ func (c *Connector) snapshot() snapshot {
 	return s
 }
 
-// errNoPorts is the "507" of the original.
-var errNoPorts = errors.New("no enough available ports")
+// errNoPorts is the "507" of the original, which said "No enough available
+// ports". Controllers look only for the errormessage key, not its text.
+var errNoPorts = errors.New("not enough available ports")
 
 type addRequest struct {
 	public           bool
@@ -377,11 +492,15 @@ type addRequest struct {
 	thresh1, thresh2 int64
 }
 
-// add creates a mapping; it returns only once the store is persisted and
-// both listeners are open, and undoes everything if either fails.
+// add creates a mapping; it returns only once the store is on disk, the
+// firewall lets the ports in and both listeners are open, and undoes
+// everything if any of that fails.
+//
+// A full pool is refused before anything waits, so a Controller moves on
+// to another Connector at once. Readers never wait for add: the ports are
+// taken from the pool under mu, the store and the firewall are written
+// under wmu only, and the mapping joins the table once it is stored.
 func (c *Connector) add(req addRequest, newID func() string) (Record, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	p, lns, err := c.allocate()
 	if err != nil {
 		return Record{}, err
@@ -398,45 +517,63 @@ func (c *Connector) add(req addRequest, newID func() string) (Record, error) {
 	undo := func() {
 		for i := range 2 {
 			lns[i].Close()
-			c.pool.Release(p[i])
 		}
+		c.mu.Lock()
+		c.pool.Release(p[0])
+		c.pool.Release(p[1])
+		c.mu.Unlock()
 	}
 	m := newMapping(c, rec)
 	m.ln = lns
-	c.mappings[rec.ID] = m
-	c.order = append(c.order, rec.ID)
-	if err := saveStore(c.storePath, c.records()); err != nil {
-		delete(c.mappings, rec.ID)
-		c.order = c.order[:len(c.order)-1]
+
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.closing {
+		undo()
+		return Record{}, errStopping
+	}
+	if err := c.persist(append(c.list(), rec)); err != nil {
 		undo()
 		return Record{}, err
 	}
 	if c.opts.Gate != nil {
 		if err := c.opts.Gate.OpenPorts(p[0], p[1]); err != nil {
-			delete(c.mappings, rec.ID)
-			c.order = c.order[:len(c.order)-1]
-			undo()
-			if serr := saveStore(c.storePath, c.records()); serr != nil {
+			if serr := c.persist(c.list()); serr != nil {
 				c.log.Error("cannot undo a mapping in the store", "mapping", rec.ID, "err", serr)
 			}
+			undo()
 			return Record{}, fmt.Errorf("open ports %d and %d in the firewall: %w", p[0], p[1], err)
 		}
 	}
+	c.mu.Lock()
+	c.mappings[rec.ID] = m
+	c.order = append(c.order, rec.ID)
+	free := c.pool.Free()
+	c.mu.Unlock()
 	m.serve()
 	c.log.Info("mapping added", "mapping", rec.ID, "type", m.kind(), "port1", rec.Port1, "port2", rec.Port2,
-		"maxconnections", rec.MaxConnectionsPort1, "threshold_ms", rec.HeartbeatAbsenceThresholdPort1, "free_ports", c.pool.Free())
+		"maxconnections", rec.MaxConnectionsPort1, "threshold_ms", rec.HeartbeatAbsenceThresholdPort1, "free_ports", free)
 	c.noteAdded(rec)
 	return rec, nil
 }
 
 // allocate takes two ports and opens both. A port that something else
-// holds is put on hold in the pool and another is taken (§6.9).
+// holds is put on hold in the pool and another is taken (§6.9). The pool
+// is locked only while ports are taken and given back.
 func (c *Connector) allocate() ([2]uint16, [2]net.Listener, error) {
 	var lns [2]net.Listener
 	for {
+		c.mu.Lock()
 		p1, p2, err := c.pool.Take2()
+		free := c.pool.Free()
+		c.mu.Unlock()
 		if err != nil {
-			return [2]uint16{}, lns, fmt.Errorf("%w (%d free in the pool)", errNoPorts, c.pool.Free())
+			word := "ports"
+			if free == 1 {
+				word = "port"
+			}
+			return [2]uint16{}, lns, fmt.Errorf("%w: %d free %s in the pool and a mapping takes 2; remove mappings, widen ports, or add another Connector",
+				errNoPorts, free, word)
 		}
 		ports := [2]uint16{p1, p2}
 		var errs [2]error
@@ -447,6 +584,7 @@ func (c *Connector) allocate() ([2]uint16, [2]net.Listener, error) {
 			return ports, lns, nil
 		}
 		var hard error
+		c.mu.Lock()
 		for i, p := range ports {
 			switch {
 			case errs[i] == nil:
@@ -460,45 +598,90 @@ func (c *Connector) allocate() ([2]uint16, [2]net.Listener, error) {
 				hard = errs[i]
 			}
 		}
+		c.mu.Unlock()
 		if hard != nil {
 			return [2]uint16{}, [2]net.Listener{}, fmt.Errorf("open mapping port: %w", hard)
 		}
 	}
 }
 
-var errUnknownMapping = errors.New("mapping not found")
+var (
+	errUnknownMapping = errors.New("mapping not found")
+	errStopping       = errors.New("the Connector is shutting down; try again when it is back, or another Connector")
+)
 
-// remove deletes a mapping: store first, then listeners and connections,
-// then the ports go back to the pool.
+// remove deletes a mapping: store first, then the table (under wmu, so the
+// next writer stores without it), then, with no lock held, its listeners
+// and connections, the firewall, and last the pool, so that no later add
+// can be given a port before it is closed everywhere.
 func (c *Connector) remove(id string) error {
+	c.wmu.Lock()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	m, ok := c.mappings[id]
-	if !ok {
-		return fmt.Errorf("%w: %s", errUnknownMapping, id)
-	}
-	i := slices.Index(c.order, id)
-	delete(c.mappings, id)
-	c.order = slices.Delete(c.order, i, i+1)
-	if err := saveStore(c.storePath, c.records()); err != nil {
-		c.mappings[id] = m
-		c.order = slices.Insert(c.order, i, id)
-		return err
-	}
-	m.close("mapping removed")
-	for _, p := range []uint16{m.rec.Port1, m.rec.Port2} {
-		if c.pool.Contains(p) {
-			c.pool.Release(p)
+	var rest []Record
+	if ok {
+		rest = make([]Record, 0, len(c.order))
+		for _, oid := range c.order {
+			if oid != id {
+				rest = append(rest, c.mappings[oid].rec)
+			}
 		}
 	}
-	if c.opts.Gate != nil {
-		if err := c.opts.Gate.ClosePorts(m.rec.Port1, m.rec.Port2); err != nil {
+	c.mu.Unlock()
+	if !ok {
+		c.wmu.Unlock()
+		return fmt.Errorf("%w: %s", errUnknownMapping, id)
+	}
+	if c.closing {
+		c.wmu.Unlock()
+		return errStopping
+	}
+	if err := c.persist(rest); err != nil {
+		c.wmu.Unlock()
+		return err
+	}
+	c.mu.Lock()
+	delete(c.mappings, id)
+	c.order = slices.DeleteFunc(c.order, func(oid string) bool { return oid == id })
+	delete(c.down, id)
+	c.mu.Unlock()
+	c.wmu.Unlock()
+
+	m.close("mapping removed")
+	var ports []uint16
+	for i := range 2 {
+		// The API's port was never the mapping's: it stays open.
+		if p := m.port(i); int(p) != c.cfg.API.Port(c.cfg.Dev) {
+			ports = append(ports, p)
+		}
+	}
+	if c.opts.Gate != nil && len(ports) > 0 {
+		if err := c.opts.Gate.ClosePorts(ports...); err != nil {
 			c.log.Error("cannot close a removed mapping's ports in the firewall", "mapping", id, "err", err)
 		}
 	}
-	c.log.Info("mapping removed", "mapping", id, "port1", m.rec.Port1, "port2", m.rec.Port2, "free_ports", c.pool.Free())
+	c.mu.Lock()
+	for _, p := range ports {
+		if c.pool.Contains(p) && !c.holdsLocked(p) {
+			c.pool.Release(p)
+		}
+	}
+	free := c.pool.Free()
+	c.mu.Unlock()
+	c.log.Info("mapping removed", "mapping", id, "port1", m.rec.Port1, "port2", m.rec.Port2, "free_ports", free)
 	c.noteRemoved(m.rec)
 	return nil
+}
+
+// holdsLocked reports whether a mapping in the table uses port p. Caller
+// holds c.mu.
+func (c *Connector) holdsLocked(p uint16) bool {
+	for _, m := range c.mappings {
+		if m.rec.Port1 == p || m.rec.Port2 == p {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Connector) lookup(id string) (*mapping, bool) {
@@ -512,6 +695,28 @@ func (c *Connector) list() []Record {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.records()
+}
+
+// listed is one mapping as `mapping list` shows it.
+type listed struct {
+	m    *mapping
+	down [2]string
+}
+
+// listAll returns the mappings in store order with why their ports are
+// not listening, if they are not.
+func (c *Connector) listAll() []listed {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]listed, 0, len(c.order))
+	for _, id := range c.order {
+		l := listed{m: c.mappings[id]}
+		if d := c.down[id]; d != nil {
+			l.down = *d
+		}
+		out = append(out, l)
+	}
+	return out
 }
 
 func (c *Connector) stats() (mappings, free int) {

@@ -1,13 +1,13 @@
 package relay
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/atomicfile"
@@ -15,6 +15,16 @@ import (
 
 // StoreFile is the mapping store's name in the state directory.
 const StoreFile = "configs.json"
+
+// Suffixes of files kept beside the store, never deleted by the Connector.
+const (
+	// corruptSuffix + time: a store that could not be read, moved aside.
+	corruptSuffix = ".corrupt-"
+	// conflictSuffix + time: mappings dropped at load because an earlier
+	// mapping in the store already had their id or one of their ports. The
+	// file has the store's format, so they can be looked at or restored.
+	conflictSuffix = ".conflicts-"
+)
 
 // Record is one mapping as the original stores it (docs/protocol.md §4.5); the
 // field names are the original's, so a store written by either reads in
@@ -39,84 +49,181 @@ type storeFile struct {
 	Mappings []Record `json:"mappings"`
 }
 
-func (s storeFile) check() error {
-	seen := map[string]bool{}
-	for i, r := range s.Mappings {
-		switch {
-		case r.ID == "":
-			return fmt.Errorf("mapping %d: empty id", i)
-		case seen[r.ID]:
-			return fmt.Errorf("mapping %d: duplicate id %s", i, r.ID)
-		case r.Port1 == 0 || r.Port2 == 0 || r.Port1 == r.Port2:
-			return fmt.Errorf("mapping %s: bad ports %d and %d", r.ID, r.Port1, r.Port2)
-		case len(r.PasscodePort1) != PasscodeLen:
-			return fmt.Errorf("mapping %s: passcodeport1 is not a %d-character passcode", r.ID, PasscodeLen)
-		case r.PasscodePort2 != "" && len(r.PasscodePort2) != PasscodeLen:
-			return fmt.Errorf("mapping %s: passcodeport2 is not a %d-character passcode", r.ID, PasscodeLen)
-		}
-		seen[r.ID] = true
+func (r Record) check() error {
+	switch {
+	case r.ID == "":
+		return errors.New("empty id")
+	case r.Port1 == 0 || r.Port2 == 0 || r.Port1 == r.Port2:
+		return fmt.Errorf("mapping %s: bad ports %d and %d", r.ID, r.Port1, r.Port2)
+	case len(r.PasscodePort1) != PasscodeLen:
+		return fmt.Errorf("mapping %s: passcodeport1 is not a %d-character passcode", r.ID, PasscodeLen)
+	case r.PasscodePort2 != "" && len(r.PasscodePort2) != PasscodeLen:
+		return fmt.Errorf("mapping %s: passcodeport2 is not a %d-character passcode", r.ID, PasscodeLen)
 	}
 	return nil
 }
 
-func parseStore(data []byte) ([]Record, error) {
-	var s storeFile
-	dec := json.NewDecoder(bytes.NewReader(data))
-	if err := dec.Decode(&s); err != nil {
-		return nil, err
+// parseStore decodes a store. The whole file must be one JSON object with
+// a "mappings" list (anything after it makes the store corrupt: it is not
+// what was written), and every record must be whole. Records whose id or
+// ports an earlier record already has are returned apart in dropped: two
+// mappings can never share a port, and the first one is the one the agents
+// have been using longest.
+func parseStore(data []byte) (kept, dropped []Record, err error) {
+	var s struct {
+		Mappings *[]Record `json:"mappings"`
 	}
-	if err := s.check(); err != nil {
-		return nil, err
+	// Unmarshal, unlike a Decoder, refuses trailing data after the value.
+	if err := json.Unmarshal(data, &s); err != nil {
+		return nil, nil, err
 	}
-	return s.Mappings, nil
+	if s.Mappings == nil {
+		return nil, nil, errors.New(`no "mappings" list`)
+	}
+	ids := map[string]bool{}
+	ports := map[uint16]bool{}
+	for i, r := range *s.Mappings {
+		if err := r.check(); err != nil {
+			return nil, nil, fmt.Errorf("mapping %d: %w", i, err)
+		}
+		if ids[r.ID] || ports[r.Port1] || ports[r.Port2] {
+			dropped = append(dropped, r)
+			continue
+		}
+		ids[r.ID], ports[r.Port1], ports[r.Port2] = true, true, true
+		kept = append(kept, r)
+	}
+	return kept, dropped, nil
 }
 
-// loadStore reads the mapping store. A missing store is empty. A corrupt one
-// is moved aside (never discarded) and the previous generation is used if it
-// parses; the caller then rewrites the store.
-func loadStore(path string, log *slog.Logger, now time.Time) (recs []Record, rewrite bool, err error) {
+// loaded is the outcome of reading the store at start.
+type loaded struct {
+	recs []Record
+	// rewrite: the store on disk is not what recs says (restored from the
+	// previous generation, or conflicts taken out) and is to be rewritten.
+	rewrite bool
+	// preserve must succeed before the store is written again: it keeps
+	// evidence (a corrupt store, dropped conflicts) that a write would
+	// destroy and that could not be kept at load. nil when all is kept.
+	preserve []func() error
+}
+
+// loadStore reads the mapping store. Nothing here stops the Connector: a
+// missing store is empty; a store that cannot be read or parsed is moved
+// aside (never discarded) and the previous generation is used if it parses,
+// else no mappings; if it cannot even be moved aside (a read-only file
+// system), the Connector still starts on the previous generation or empty,
+// and the move is retried before the store is next written, which is
+// refused until it succeeds, so the evidence is never overwritten.
+func loadStore(path string, log *slog.Logger, now time.Time) loaded {
+	stamp := now.UTC().Format("20060102T150405Z")
+	prevPath := path + atomicfile.PrevSuffix
+	var out loaded
 	data, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		prev, perr := os.ReadFile(path + atomicfile.PrevSuffix)
-		if perr != nil {
-			return nil, false, nil
+	var perr error
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		prev, err := os.ReadFile(prevPath)
+		if err != nil {
+			return out
 		}
-		recs, perr := parseStore(prev)
-		if perr != nil {
-			return nil, false, nil
+		recs, dropped, err := parseStore(prev)
+		if err != nil {
+			return out
 		}
-		log.Warn("mapping store missing; using its previous generation", "file", path+atomicfile.PrevSuffix, "mappings", len(recs))
-		return recs, true, nil
+		log.Warn("mapping store missing; using its previous generation", "file", prevPath, "mappings", len(recs))
+		out.recs, out.rewrite = recs, true
+		out.keepConflicts(path, stamp, dropped, log)
+		return out
+	case err != nil:
+		perr = fmt.Errorf("read: %w", err)
+	default:
+		var dropped []Record
+		out.recs, dropped, perr = parseStore(data)
+		if perr == nil {
+			out.keepConflicts(path, stamp, dropped, log)
+			return out
+		}
+		out.recs = nil
 	}
-	if err != nil {
-		return nil, false, fmt.Errorf("read mapping store %s: %w (check the state directory's permissions)", path, err)
-	}
-	recs, perr := parseStore(data)
-	if perr == nil {
-		return recs, false, nil
-	}
-	aside := fmt.Sprintf("%s.corrupt-%s", path, now.UTC().Format("20060102T150405Z"))
-	if err := os.Rename(path, aside); err != nil {
-		return nil, false, fmt.Errorf("mapping store %s is corrupt (%v) and cannot be moved aside: %w", path, perr, err)
-	}
-	prev, err := os.ReadFile(path + atomicfile.PrevSuffix)
-	if err == nil {
-		if recs, err := parseStore(prev); err == nil {
-			log.Error("mapping store is corrupt; moved it aside and restored the previous generation",
-				"file", path, "error", perr.Error(), "moved_to", aside, "restored_from", path+atomicfile.PrevSuffix, "mappings", len(recs))
-			return recs, true, nil
+
+	// Corrupt or unreadable: keep it, then fall back.
+	aside := path + corruptSuffix + stamp
+	moved := os.Rename(path, aside)
+	var recs []Record
+	var dropped []Record
+	from := "no usable previous generation"
+	if prev, err := os.ReadFile(prevPath); err == nil {
+		if r, d, err := parseStore(prev); err == nil {
+			recs, dropped, from = r, d, prevPath
 		}
 	}
-	log.Error("mapping store is corrupt and has no usable previous generation; moved it aside and starting with no mappings",
-		"file", path, "error", perr.Error(), "moved_to", aside)
-	return nil, true, nil
+	out.recs, out.rewrite = recs, true
+	if moved == nil {
+		log.Error("mapping store is corrupt; moved it aside and started on the previous generation, or empty",
+			"file", path, "error", perr.Error(), "moved_to", aside, "restored_from", from, "mappings", len(recs))
+	} else {
+		// The evidence stays where it is until it can be moved; until then
+		// no write may replace it (nor push it into .prev over the good
+		// previous generation).
+		log.Error("mapping store is corrupt and cannot be moved aside; started on the previous generation, or empty, "+
+			"and will not write the store until the corrupt file can be moved (is the file system read-only?)",
+			"file", path, "error", perr.Error(), "move_error", moved.Error(), "restored_from", from, "mappings", len(recs))
+		out.preserve = append(out.preserve, func() error {
+			if err := os.Rename(path, aside); err != nil {
+				return fmt.Errorf("the mapping store %s is corrupt and cannot be moved aside to %s, so it is not overwritten: %w", path, aside, err)
+			}
+			log.Warn("moved the corrupt mapping store aside", "file", path, "moved_to", aside)
+			return nil
+		})
+	}
+	out.keepConflicts(path, stamp, dropped, log)
+	return out
 }
 
-func saveStore(path string, recs []Record) error {
+// keepConflicts writes dropped records beside the store and says so; the
+// store is then rewritten without them. If they cannot be written now,
+// the write is retried before the store is next written.
+func (l *loaded) keepConflicts(path, stamp string, dropped []Record, log *slog.Logger) {
+	if len(dropped) == 0 {
+		return
+	}
+	l.rewrite = true
+	aside := path + conflictSuffix + stamp
+	var names []string
+	for _, r := range dropped {
+		names = append(names, fmt.Sprintf("%s (ports %d, %d)", r.ID, r.Port1, r.Port2))
+	}
+	write := func() error {
+		data, err := encodeStore(dropped)
+		if err != nil {
+			return err
+		}
+		if err := atomicfile.Write(aside, data, 0o600, atomicfile.Options{}); err != nil {
+			return fmt.Errorf("keep mappings that conflict with earlier ones (%s): %w", strings.Join(names, ", "), err)
+		}
+		return nil
+	}
+	const msg = "mapping store has mappings whose id or ports an earlier mapping already has; kept the first"
+	if err := write(); err != nil {
+		log.Error(msg+"; cannot move the rest aside yet, so the store will not be written until they are",
+			"file", path, "dropped", strings.Join(names, ", "), "move_to", aside, "err", err)
+		l.preserve = append(l.preserve, write)
+		return
+	}
+	log.Error(msg+", moved the rest aside", "file", path, "dropped", strings.Join(names, ", "), "moved_to", aside)
+}
+
+// encodeStore is the store's content for recs.
+func encodeStore(recs []Record) ([]byte, error) {
 	if recs == nil {
 		recs = []Record{}
 	}
-	data, err := json.Marshal(storeFile{Mappings: recs})
+	return json.Marshal(storeFile{Mappings: recs})
+}
+
+func saveStore(path string, recs []Record) error {
+	data, err := encodeStore(recs)
 	if err != nil {
 		return fmt.Errorf("encode mapping store: %w", err)
 	}

@@ -3,7 +3,11 @@
 // to the original's JSON settings file.
 package schema
 
-import "time"
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
 
 // Config is a validated configuration. The first five fields are the ioFog
 // Connector settings, byte-compatible with the original's settings file; the
@@ -97,6 +101,36 @@ type API struct {
 	Listen    string `json:"listen,omitempty"` // bind address; "" = all
 	HTTPPort  int    `json:"http_port"`        // dev mode, default 8080
 	HTTPSPort int    `json:"https_port"`       // TLS mode, default 443
+	// Allow lists the source addresses and CIDR networks that may use the
+	// API and /metrics; empty means everyone. Loopback is always allowed.
+	Allow []string `json:"allow,omitempty"`
+	// ReadTimeout bounds reading one whole request (headers and body);
+	// IdleTimeout closes a kept-alive connection idle that long. Zero
+	// means the default (30s, 2m).
+	ReadTimeout Duration `json:"read_timeout"`
+	IdleTimeout Duration `json:"idle_timeout"`
+}
+
+// ParseAllow parses one api.allow entry: an IP address (a network of that
+// one address) or a network in CIDR notation. Host bits of a network are
+// ignored ("10.1.2.3/8" is 10.0.0.0/8). IPv4-mapped IPv6 addresses count as
+// IPv4.
+func ParseAllow(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		if a.Zone() != "" {
+			return netip.Prefix{}, fmt.Errorf("%q: an address with a zone cannot be allowed; give the address alone", s)
+		}
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an IP address or a network in CIDR notation (\"192.0.2.10\", \"10.0.0.0/8\", \"fd00::/64\")", s)
+	}
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+	}
+	return p.Masked(), nil
 }
 
 // Port returns the API port in effect for the given mode.

@@ -427,9 +427,13 @@ func (l *loader) valueCheck(v cue.Value, p path) {
 		if !validHost(strings.TrimPrefix(s, "*.")) || isIP(s) {
 			l.c.add(pos, p, fmt.Sprintf("%q is not a DNS name (put IP addresses in tls.ips)", s))
 		}
-	case "relay.public_wait":
+	case "relay.public_wait", "api.read_timeout", "api.idle_timeout":
 		if d, err := time.ParseDuration(s); err == nil && d <= 0 {
 			l.c.add(pos, p, fmt.Sprintf("%s must be more than zero", s))
+		}
+	case "api.allow[*]":
+		if _, err := ParseAllow(s); err != nil {
+			l.c.add(pos, p, err.Error())
 		}
 	}
 }
@@ -504,6 +508,11 @@ func (l *loader) crossChecks(cfg *Config, valid func(field string) bool) {
 	}
 	if valid("firewall") {
 		l.forwardChecks(cfg)
+	}
+	if valid("api") && cfg.API.Allow != nil && len(cfg.API.Allow) == 0 {
+		p := path{}.field("api").field("allow")
+		l.c.add(l.posOf(p), p, "the list is empty, so only this host could use the API: "+
+			"list the Controller's address, or leave allow out to let everyone in")
 	}
 }
 

@@ -272,5 +272,13 @@ func mappingList(ctx context.Context, env *cliEnv, args []string) int {
 			m.AgentIdle, m.AgentBusy, m.Sessions, listening)
 	}
 	tw.Flush()
+	// Why a port is not listening, under the table.
+	for _, m := range r.Mappings {
+		for i, why := range []string{m.Inactive1, m.Inactive2} {
+			if why != "" {
+				fmt.Fprintf(env.stdout, "%s port%d not listening: %s\n", m.ID, i+1, why)
+			}
+		}
+	}
 	return 0
 }

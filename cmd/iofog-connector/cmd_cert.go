@@ -38,7 +38,7 @@ func cmdCert(_ context.Context, env *cliEnv, args []string) int {
 	})
 	days := fsFlags.Int("days", certs.DefaultDays, "days of validity")
 	keyType := fsFlags.String("key", string(certs.ECDSAP256), "key type: ecdsa-p256 or rsa-2048")
-	out := fsFlags.String("out", defaultTLSDir, "directory to write server-cert.pem and server-key.pem into")
+	out := fsFlags.String("out", defaultTLSDir, "directory to write server-cert.pem and server-key.pem into (created if missing)")
 	force := fsFlags.Bool("force", false, "replace existing files (agents and the Controller must then be given the new certificate)")
 	name := fsFlags.String("name", "", "Connector name for the printed Controller command (default: this host's name)")
 	publicIP := fsFlags.String("public-ip", "", "public IP for the printed Controller command (default: the domain if it is an IP, else the first --ip)")
@@ -62,6 +62,9 @@ func cmdCert(_ context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintln(env.stderr, "iofog-connector cert: --domain is required: the host name or IP address the Controller will call this Connector at")
 		return 2
 	}
+	// "203.0.113.7." and "edge.example.com." name the same hosts as
+	// without the root's dot, which the Controller and agents never use.
+	*domain = strings.TrimSuffix(strings.TrimSpace(*domain), ".")
 
 	certPEM, keyPEM, err := certs.Generate(certs.Request{
 		Names: []string{*domain},
@@ -73,6 +76,14 @@ func cmdCert(_ context.Context, env *cliEnv, args []string) int {
 	if err != nil {
 		fmt.Fprintf(env.stderr, "iofog-connector cert: %v\n", err)
 		return 1
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fmt.Fprintf(env.stderr, "iofog-connector cert: create the --out directory %s: %v\n", *out, err)
+		return 1
+	}
+	// The printed steps are pasted elsewhere: name the directory in full.
+	if abs, err := filepath.Abs(*out); err == nil {
+		*out = abs
 	}
 	if err := certs.WritePair(*out, certPEM, keyPEM, *force); err != nil {
 		fmt.Fprintf(env.stderr, "iofog-connector cert: %v\n", err)
@@ -106,8 +117,8 @@ func cmdCert(_ context.Context, env *cliEnv, args []string) int {
 		*ctrlPath = "/etc/iofog-controller/" + *name + "-server-cert.pem"
 	}
 	printNextSteps(env.stdout, nextSteps{
-		certPath: certPath, keyPath: keyPath, certPEM: certPEM,
-		name: *name, domain: strings.TrimSuffix(*domain, "."), publicIP: *publicIP, ctrlPath: *ctrlPath,
+		certPath: certPath, keyPath: keyPath, certPEM: certPEM, dir: *out,
+		name: *name, domain: *domain, publicIP: *publicIP, ctrlPath: *ctrlPath,
 	})
 	return 0
 }
@@ -137,6 +148,7 @@ func giveToDirOwner(dir string, files ...string) error {
 
 type nextSteps struct {
 	certPath, keyPath                string
+	dir                              string // where the pair was written
 	certPEM                          []byte
 	name, domain, publicIP, ctrlPath string
 }
@@ -145,8 +157,16 @@ func printNextSteps(w io.Writer, s nextSteps) {
 	fmt.Fprintf(w, "Wrote %s (certificate for %s)\n", s.certPath, describeSANs(s.certPEM))
 	fmt.Fprintf(w, "Wrote %s (private key, mode 0600)\n\n", s.keyPath)
 	fmt.Fprintln(w, "Next:")
-	fmt.Fprintln(w, "1. Turn TLS on: set \"dev\": false in /etc/iofog-connector/iofog-connector.conf, then")
-	fmt.Fprintln(w, "     service iofog-connector restart")
+	if filepath.Clean(s.dir) == defaultTLSDir {
+		fmt.Fprintln(w, "1. Turn TLS on: set \"dev\": false in /etc/iofog-connector/iofog-connector.conf, then")
+		fmt.Fprintln(w, "     service iofog-connector restart")
+	} else {
+		// The daemon looks in defaultTLSDir unless told otherwise.
+		fmt.Fprintln(w, "1. Turn TLS on: set \"dev\": false in /etc/iofog-connector/iofog-connector.conf.")
+		fmt.Fprintf(w, "   The daemon reads %s and %s from %s, not from %s:\n", certs.CertFile, certs.KeyFile, defaultTLSDir, s.dir)
+		fmt.Fprintf(w, "   copy both files there and run `service iofog-connector restart`, or start it with\n")
+		fmt.Fprintf(w, "     iofog-connector run --tls-dir %s\n", shellQuote(s.dir))
+	}
 	fmt.Fprintln(w, "   (the API moves to HTTPS on port 443 and every mapping port speaks TLS).")
 	fmt.Fprintf(w, "2. Copy %s to the Controller host as %s, e.g.\n", s.certPath, s.ctrlPath)
 	fmt.Fprintf(w, "     scp %s CONTROLLER_HOST:%s\n", shellQuote(s.certPath), shellQuote(s.ctrlPath))

@@ -86,11 +86,48 @@ func TestCertCommandBadInput(t *testing.T) {
 		{[]string{"--domain", "a.example", "--ip", "nope"}, 2, `"nope" is not an IP address`},
 		{[]string{"--domain", "a.example", "--days", "-5"}, 1, "days"},
 		{[]string{"--domain", "a.example", "--key", "dsa"}, 1, "key type"},
-		{[]string{"--domain", "a.example", "--out", "/nonexistent/dir"}, 1, "/nonexistent/dir"},
+		{[]string{"--domain", "a.example", "--out", "/dev/null/dir"}, 1, "/dev/null/dir"},
+		{[]string{"--domain", "0.0.0.0."}, 1, "not an address"},
 	} {
 		code, _, errOut := runCert(t, tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {
 			t.Errorf("cert %q: exit %d, stderr %q; want exit %d mentioning %q", tc.args, code, errOut, tc.code, tc.want)
 		}
+	}
+}
+
+// --domain with the root's trailing dot: an address stays an address.
+func TestCertCommandAddressWithTrailingDot(t *testing.T) {
+	dir := t.TempDir()
+	code, out, errOut := runCert(t, "--domain", "203.0.113.7.", "--out", dir, "--name", "n")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.Contains(out, "IP:203.0.113.7") || strings.Contains(out, "DNS:") {
+		t.Errorf("want an IP SAN only:\n%s", out)
+	}
+	if !strings.Contains(out, "connector add -n n -d 203.0.113.7 -i 203.0.113.7 -c ") {
+		t.Errorf("the registration command should name the address without the dot:\n%s", out)
+	}
+}
+
+// --out creates its directory, and the printed steps name it: the daemon
+// must be pointed at it, or the files copied to where it looks.
+func TestCertCommandOutDirectory(t *testing.T) {
+	base := t.TempDir()
+	t.Chdir(base)
+	code, out, errOut := runCert(t, "--domain", "edge.example.com", "--out", "new/tls", "--name", "n")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	dir := filepath.Join(base, "new", "tls")
+	if _, err := tls.LoadX509KeyPair(filepath.Join(dir, "server-cert.pem"), filepath.Join(dir, "server-key.pem")); err != nil {
+		t.Fatalf("pair not written into the new directory: %v", err)
+	}
+	if !strings.Contains(out, "Wrote "+filepath.Join(dir, "server-cert.pem")) || !strings.Contains(out, "--tls-dir "+dir) {
+		t.Errorf("the printed steps do not name %s and how the daemon finds it:\n%s", dir, out)
+	}
+	if !strings.Contains(out, "not from "+dir) {
+		t.Errorf("the steps do not say that the daemon does not look in %s by itself:\n%s", dir, out)
 	}
 }

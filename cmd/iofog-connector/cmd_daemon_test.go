@@ -59,7 +59,16 @@ func cli(t *testing.T, f func(context.Context, *cliEnv, []string) int, args ...s
 // startDaemon runs `iofog-connector run` with the given config JSON and
 // returns the flags that reach it, and a channel with run's exit code.
 func startDaemon(t *testing.T, conf string, extra ...string) ([]string, <-chan int, *lockedBuffer) {
+	return startDaemonIn(t, conf, "", extra...)
+}
+
+// startDaemonIn is startDaemon with the given state directory ("" for a
+// new one).
+func startDaemonIn(t *testing.T, conf, stateDir string, extra ...string) ([]string, <-chan int, *lockedBuffer) {
 	dir := t.TempDir()
+	if stateDir == "" {
+		stateDir = filepath.Join(dir, "state")
+	}
 	confFile := filepath.Join(dir, "iofog-connector.conf")
 	if err := os.WriteFile(confFile, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -70,7 +79,7 @@ func startDaemon(t *testing.T, conf string, extra ...string) ([]string, <-chan i
 	exit := make(chan int, 1)
 	go func() {
 		exit <- cmdRun(ctx, &cliEnv{stdout: logs, stderr: logs, version: "1.2.3-test"},
-			append([]string{"--state-dir", filepath.Join(dir, "state")}, flags...))
+			append([]string{"--state-dir", stateDir}, flags...))
 		close(exit) // later receives (the cleanup's) return at once
 	}()
 	t.Cleanup(func() {
@@ -178,5 +187,26 @@ func TestRunRefusesMissingTLSFilesNamingThem(t *testing.T) {
 	code, out := cli(t, cmdRun, "--config", conf, "--state-dir", dir, "--tls-dir", dir)
 	if code != 1 || !strings.Contains(out, filepath.Join(dir, "server-cert.pem")) {
 		t.Errorf("run without TLS files: %d %q", code, out)
+	}
+}
+
+// A stored mapping on the API port does not stop the daemon: it starts,
+// answers, and `mapping list` shows that port as not listening, and why.
+func TestDaemonStartsWithAStoredMappingOnTheAPIPort(t *testing.T) {
+	apiPort, pool := freeTCPPort(t), relaytest.FreePorts(t, 4)
+	lo, _, _ := strings.Cut(pool, "-")
+	state := t.TempDir()
+	store := fmt.Sprintf(`{"mappings":[{"id":"on-the-api-port","port1":%d,"port2":%s,"maxconnectionsport1":60,"maxconnectionsport2":0,`+
+		`"passcodeport1":"00000000-0000-4000-8000-000000000001","passcodeport2":"","heartbeatabsencethresholdport1":200000,"heartbeatabsencethresholdport2":0}]}`,
+		apiPort, lo)
+	if err := os.WriteFile(filepath.Join(state, "configs.json"), []byte(store), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":true,"api":{"http_port":%d}}`, pool, apiPort)
+	flags, _, _ := startDaemonIn(t, conf, state)
+	code, out := cli(t, cmdMapping, append([]string{"list"}, flags...)...)
+	want := fmt.Sprintf("on-the-api-port port1 not listening: port %d is the Connector's own API port", apiPort)
+	if code != 0 || !strings.Contains(out, "port2 only") || !strings.Contains(out, want) {
+		t.Errorf("mapping list: %d\n%s\nwant the mapping listening on port2 only, and the line %q", code, out, want)
 	}
 }

@@ -75,8 +75,12 @@ func (p Policy) String() string {
 
 // Rules describes the table Apply builds.
 type Rules struct {
-	Policy     Policy
-	APIPort    uint16 // 0: none
+	Policy  Policy
+	APIPort uint16 // 0: none
+	// APIAllow lists the source addresses and CIDR networks that may reach
+	// the API port (api.allow); empty means every source. Loopback is
+	// always accepted.
+	APIAllow   []string
 	BrokerPort uint16 // 0: none
 	// RateLimit is new connections per second per source address on
 	// mapping ports; 0 turns the limit off. Burst is the extra allowance.

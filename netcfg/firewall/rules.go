@@ -57,6 +57,7 @@ func RulesFromConfig(cfg *schema.Config, appliance bool) Rules {
 	r := Rules{
 		Policy:     Accept,
 		APIPort:    uint16(cfg.API.Port(cfg.Dev)),
+		APIAllow:   cfg.API.Allow,
 		BrokerPort: uint16(cfg.Broker),
 	}
 	if appliance {
@@ -78,7 +79,48 @@ func (r Rules) Validate() error {
 			return fmt.Errorf("firewall: forward[%d]: %w", i, err)
 		}
 	}
+	if _, err := r.apiAllow(); err != nil {
+		return err
+	}
 	return nil
+}
+
+// apiAllow parses APIAllow; nil means every source.
+func (r Rules) apiAllow() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for i, s := range r.APIAllow {
+		p, err := schema.ParseAllow(s)
+		if err != nil {
+			return nil, fmt.Errorf("firewall: api allow[%d]: %w", i, err)
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// sourceIn matches packets whose source address is in p (IPv4 or IPv6).
+func sourceIn(p netip.Prefix) []expr.Any {
+	nfproto, off := byte(unix.NFPROTO_IPV4), uint32(12)
+	if p.Addr().Is6() {
+		nfproto, off = unix.NFPROTO_IPV6, 8
+	}
+	n := uint32(p.Addr().BitLen() / 8)
+	out := []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}},
+	}
+	if p.Bits() == 0 {
+		return out
+	}
+	out = append(out, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: n})
+	if p.Bits() < p.Addr().BitLen() {
+		mask := make([]byte, n)
+		for i := range p.Bits() {
+			mask[i/8] |= 0x80 >> (i % 8)
+		}
+		out = append(out, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: n, Mask: mask, Xor: make([]byte, n)})
+	}
+	return append(out, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: p.Masked().Addr().AsSlice()})
 }
 
 // forward is a schema.Forward checked and decoded.
@@ -180,7 +222,19 @@ func build(c *nftables.Conn, t *nftables.Table, ports *nftables.Set, r Rules, ke
 	}
 	add(input, join(l4proto(unix.IPPROTO_UDP), port(0, 67), port(2, 68), count(CounterDHCP), accept())...)
 	if r.APIPort != 0 {
-		add(input, join(l4proto(unix.IPPROTO_TCP), port(2, r.APIPort), count(CounterAPI), accept())...)
+		allow, err := r.apiAllow()
+		if err != nil {
+			return err
+		}
+		if len(allow) == 0 {
+			add(input, join(l4proto(unix.IPPROTO_TCP), port(2, r.APIPort), count(CounterAPI), accept())...)
+		}
+		// With an allow list, other sources fall through: dropped on the
+		// appliance, left to the host's own rules on a plain host (where
+		// the API server refuses them itself).
+		for _, p := range allow {
+			add(input, join(sourceIn(p), l4proto(unix.IPPROTO_TCP), port(2, r.APIPort), count(CounterAPI), accept())...)
+		}
 	}
 	if r.BrokerPort != 0 && r.BrokerPort != r.APIPort {
 		add(input, join(l4proto(unix.IPPROTO_TCP), port(2, r.BrokerPort), count(CounterBroker), accept())...)

@@ -163,18 +163,25 @@ func sans(req Request) ([]string, []net.IP, error) {
 	var dnsNames []string
 	var ips []net.IP
 	seenName := map[string]bool{}
-	addIP := func(ip net.IP) {
+	addIP := func(ip net.IP) error {
+		if ip.IsUnspecified() {
+			return fmt.Errorf("generate certificate: %s is not an address a Controller or agent can reach; give this host's address", ip)
+		}
 		for _, have := range ips {
 			if have.Equal(ip) {
-				return
+				return nil
 			}
 		}
 		ips = append(ips, ip)
+		return nil
 	}
 	for _, n := range req.Names {
 		n = strings.TrimSpace(n)
-		if ip := net.ParseIP(n); ip != nil {
-			addIP(ip)
+		// "203.0.113.7." is the address, written as a rooted name.
+		if ip := net.ParseIP(strings.TrimSuffix(n, ".")); ip != nil {
+			if err := addIP(ip); err != nil {
+				return nil, nil, err
+			}
 			continue
 		}
 		if err := CheckDNSName(n); err != nil {
@@ -192,7 +199,9 @@ func sans(req Request) ([]string, []net.IP, error) {
 		if ip == nil {
 			return nil, nil, errors.New("generate certificate: empty IP address")
 		}
-		addIP(ip)
+		if err := addIP(ip); err != nil {
+			return nil, nil, err
+		}
 	}
 	if len(dnsNames) == 0 && len(ips) == 0 {
 		return nil, nil, errors.New("generate certificate: no names: give the domain the Controller will use to reach this Connector")
@@ -202,10 +211,15 @@ func sans(req Request) ([]string, []net.IP, error) {
 
 // CheckDNSName reports whether name can be a DNS subject alternative name:
 // letters, digits and hyphens in dot-separated labels of 1 to 63 bytes, 253
-// at most in all; a leading "*." wildcard label is allowed.
+// at most in all; a leading "*." wildcard label is allowed. An IP address,
+// with or without a trailing dot, is not a DNS name: peers check it
+// against the certificate's IP addresses.
 func CheckDNSName(name string) error {
 	if name == "" {
 		return errors.New("empty domain name")
+	}
+	if net.ParseIP(strings.TrimSuffix(name, ".")) != nil {
+		return fmt.Errorf("%q is an IP address, not a domain name", name)
 	}
 	if len(name) > 253 {
 		return fmt.Errorf("domain name %q: longer than 253 characters", name)

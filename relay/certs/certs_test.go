@@ -107,6 +107,29 @@ func TestGenerateRSAAndDefaults(t *testing.T) {
 	}
 }
 
+// An address written as a rooted name ("203.0.113.7.") is that address:
+// peers that dial it check the IP SANs, never the DNS ones.
+func TestAddressWithTrailingDotIsAnIPSAN(t *testing.T) {
+	for _, name := range []string{"203.0.113.7.", "203.0.113.7"} {
+		certPEM, keyPEM, err := Generate(Request{Names: []string{name}})
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		cert, _ := parse(t, certPEM, keyPEM)
+		if len(cert.DNSNames) != 0 || len(cert.IPAddresses) != 1 || cert.IPAddresses[0].String() != "203.0.113.7" {
+			t.Errorf("%s: DNS SANs %v, IP SANs %v; want the IP SAN 203.0.113.7 only", name, cert.DNSNames, cert.IPAddresses)
+		}
+		roots := x509.NewCertPool()
+		roots.AddCert(cert)
+		if _, err := cert.Verify(x509.VerifyOptions{DNSName: "203.0.113.7", Roots: roots}); err != nil {
+			t.Errorf("%s: does not verify for 203.0.113.7: %v", name, err)
+		}
+	}
+	if err := CheckDNSName("203.0.113.7."); err == nil {
+		t.Error("CheckDNSName accepted an IP address as a DNS name")
+	}
+}
+
 func TestGenerateRejects(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -120,6 +143,8 @@ func TestGenerateRejects(t *testing.T) {
 		{"hyphen edge", Request{Names: []string{"-a.b"}}, "must not start or end"},
 		{"negative days", Request{Names: []string{"a"}, Days: -1}, "days"},
 		{"unknown key", Request{Names: []string{"a"}, Key: "dsa"}, "key type"},
+		{"unspecified address", Request{Names: []string{"0.0.0.0."}}, "0.0.0.0 is not an address"},
+		{"unspecified --ip", Request{Names: []string{"a"}, IPs: []net.IP{net.IPv6unspecified}}, ":: is not an address"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, _, err := Generate(tc.req)
@@ -235,7 +260,8 @@ func TestServesTLSOnLoopback(t *testing.T) {
 // FuzzCheckDNSName: whatever the user types as --domain, an accepted name
 // must make a certificate that verifies for that name, and nothing panics.
 func FuzzCheckDNSName(f *testing.F) {
-	for _, s := range []string{"connector.example.com", "*.example.com", "a", "a..b", "-x", "x_y", "10.0.0.1", strings.Repeat("a", 64)} {
+	for _, s := range []string{"connector.example.com", "*.example.com", "a", "a..b", "-x", "x_y", "10.0.0.1", strings.Repeat("a", 64),
+		"0.0.0.0.", "203.0.113.7.", "1.2.3."} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, name string) {
