@@ -255,18 +255,14 @@ func (c *conn) copyFromLocal(local io.ReadWriteCloser) error {
 // session carries one local connection over c, both ways, with half-close:
 // an EOF from either end is passed on as CloseWrite to the other, and the
 // session ends when both directions are done (so a reply written just
-// before the local service closes still reaches the Connector). first is
-// payload already read from c.
-func (c *conn) session(local io.ReadWriteCloser, first []byte) {
-	if len(first) > 0 {
-		if _, err := local.Write(first); err != nil {
-			return
-		}
-	}
-	// However the connection to the Connector ends (heartbeat timeout
-	// included), the local side goes with it.
+// before the local service closes still reaches the Connector). A broken
+// direction ends both at once. first, when set, yields payload already
+// read (or being read) from c before the rest.
+func (c *conn) session(local io.ReadWriteCloser, first func() ([]byte, error)) {
 	fin := make(chan struct{})
 	defer close(fin)
+	// However the connection to the Connector ends (heartbeat timeout
+	// included), the local side goes with it.
 	go func() {
 		select {
 		case <-c.done:
@@ -274,7 +270,7 @@ func (c *conn) session(local io.ReadWriteCloser, first []byte) {
 		case <-fin:
 		}
 	}()
-	up := make(chan error, 1)
+	up, down := make(chan error, 1), make(chan error, 1)
 	go func() {
 		err := c.copyFromLocal(local)
 		if err == nil {
@@ -282,23 +278,41 @@ func (c *conn) session(local io.ReadWriteCloser, first []byte) {
 		}
 		up <- err
 	}()
-	err := c.copyToLocal(local)
-	if err == nil {
-		if cw, ok := local.(interface{ CloseWrite() error }); ok {
-			err = cw.CloseWrite()
+	go func() {
+		var err error
+		if first != nil {
+			var b []byte
+			if b, err = first(); len(b) > 0 {
+				if _, werr := local.Write(b); werr != nil {
+					down <- werr
+					return
+				}
+			}
+		}
+		if err == nil {
+			err = c.copyToLocal(local)
+		} else if err == io.EOF {
+			err = nil
+		}
+		if err == nil {
+			if cw, ok := local.(interface{ CloseWrite() error }); ok {
+				err = cw.CloseWrite()
+			}
+		}
+		down <- err
+	}()
+	for range 2 {
+		var err error
+		select {
+		case err = <-up:
+		case err = <-down:
+		}
+		if err != nil {
+			c.Close()
+			local.Close()
 		}
 	}
-	if err != nil {
-		// A broken direction ends both: closing unblocks the other copy.
-		c.Close()
-		local.Close()
-	}
-	if err := <-up; err != nil {
-		c.Close()
-		local.Close()
-	}
 }
-
 
 // explain adds why the connection was closed (a heartbeat timeout, say) to
 // an error from using it.

@@ -16,16 +16,16 @@ import (
 // rebuilds a message: it checks the bytes it receives and passes them on
 // unchanged; Encode is for tools and tests.
 type IoMessage struct {
-	ID, Tag, GroupID                   string
-	SequenceNumber, SequenceTotal      int64
-	Priority                           int64
-	Timestamp                          int64
-	Publisher, AuthID, AuthGroup       string
-	ChainPosition                      int64
-	Hash, PreviousHash, Nonce          string
-	DifficultyTarget                   int64
-	InfoType, InfoFormat               string
-	ContextData, ContentData           []byte
+	ID, Tag, GroupID              string
+	SequenceNumber, SequenceTotal int64
+	Priority                      int64
+	Timestamp                     int64
+	Publisher, AuthID, AuthGroup  string
+	ChainPosition                 int64
+	Hash, PreviousHash, Nonce     string
+	DifficultyTarget              int64
+	InfoType, InfoFormat          string
+	ContextData, ContentData      []byte
 }
 
 // IoMessageVersion is the only binary version the SDKs speak.

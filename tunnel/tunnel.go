@@ -210,7 +210,7 @@ func (r *runner) run(ctx context.Context) error {
 	}()
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
 	defer stop()
-	rl := &rawLocal{accepted: accepted}
+	rl := &rawLocal{accepted: accepted, log: r.log}
 	r.worker(ctx, rl.route)
 	if rl.pending != nil {
 		rl.pending.Close()
@@ -281,70 +281,115 @@ func (r *runner) servePublic(ctx context.Context, c *conn) {
 		return
 	}
 	defer local.Close()
-	c.session(local, buf[:n])
+	c.session(local, func() ([]byte, error) { return buf[:n], nil })
 }
 
-// rawLocal pairs a private route with connections accepted on localport,
-// one at a time. A local connection that outlives its route waits for the
-// next one.
+// rawLocal pairs a private route with connections accepted on localport.
+// The route is one long byte stream, as the Connector keeps it: local
+// connections come and go, one at a time, and each carries the stream on
+// from where the last one left it. Route bytes that arrive while no local
+// connection is open wait (the route is not read meanwhile beyond one
+// chunk); a local connection that outlives a route waits for the next one.
 type rawLocal struct {
 	accepted <-chan net.Conn
-	pending  net.Conn
+	pending  net.Conn // a local connection whose route went away
+	chunk    []byte   // read from a route, not yet written to a local connection
+	log      *slog.Logger
 }
 
 func (rl *rawLocal) route(ctx context.Context, c *conn) {
-	// Read the route while no local connection is there, so heartbeat
-	// echoes are consumed and silence is noticed; the first payload waits.
-	type res struct {
-		b   []byte
-		err error
-	}
-	got := make(chan res, 1)
+	chunks := make(chan []byte)
+	routeDone := make(chan struct{})
 	go func() {
-		buf := make([]byte, 16<<10)
-		n, err := c.Read(buf)
-		got <- res{buf[:n], err}
+		defer close(routeDone)
+		for {
+			buf := make([]byte, 32<<10)
+			n, err := c.Read(buf)
+			if n > 0 {
+				select {
+				case chunks <- buf[:n]:
+				case <-c.done:
+					return
+				}
+			}
+			if err != nil {
+				c.Close()
+				return
+			}
+		}
 	}()
-	local := rl.pending
-	rl.pending = nil
-	var first []byte
-	if local == nil {
-		select {
-		case local = <-rl.accepted:
-			if local == nil {
-				return
-			}
-		case rs := <-got:
-			if len(rs.b) == 0 {
-				return
-			}
-			first = rs.b
+	for {
+		local := rl.pending
+		rl.pending = nil
+		if local == nil {
 			select {
 			case local = <-rl.accepted:
 				if local == nil {
 					return
 				}
-			case <-c.done:
+			case <-routeDone:
 				return
 			case <-ctx.Done():
 				return
 			}
-			c.session(local, first)
-			local.Close()
-			return
-		case <-ctx.Done():
+		}
+		if !rl.carry(c, local, chunks, routeDone) {
+			rl.pending = local
 			return
 		}
+		local.Close()
 	}
-	// The local connection came first: its session starts with whatever
-	// the pending route read brings.
-	rs := <-got
-	if len(rs.b) == 0 && rs.err != nil {
-		rl.pending = local // the route died before the session; keep it for the next
-		return
+}
+
+// carry runs one local connection against the route until the local
+// connection ends (true) or the route does (false).
+func (rl *rawLocal) carry(c *conn, local net.Conn, chunks <-chan []byte, routeDone <-chan struct{}) bool {
+	localDone := make(chan struct{})
+	stopUp := make(chan struct{})
+	go func() {
+		defer close(localDone)
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := local.Read(buf)
+			if n > 0 {
+				if _, werr := c.Write(buf[:n]); werr != nil {
+					c.Close()
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+			select {
+			case <-stopUp:
+				return
+			default:
+			}
+		}
+	}()
+	defer close(stopUp)
+	for {
+		if rl.chunk != nil {
+			if _, err := local.Write(rl.chunk); err != nil {
+				local.Close()
+				<-localDone
+				return true // the chunk waits for the next local connection
+			}
+			rl.chunk = nil
+		}
+		select {
+		case rl.chunk = <-chunks:
+		case <-localDone:
+			return true
+		case <-routeDone:
+			// Unblock the local reader without losing the connection:
+			// it carries on over the next route.
+			local.SetReadDeadline(time.Now())
+			<-localDone
+			local.SetReadDeadline(time.Time{})
+			return false
+		}
 	}
-	c.session(local, rs.b)
-	local.Close()
 }
 
 // runStdio carries one private route session over standard input and
