@@ -33,7 +33,7 @@ type conn struct {
 	wclosed   bool       // under wmu: CloseWrite was called, no more BEATs
 	lastWrite atomic.Int64
 	heard     atomic.Int64 // unix nanos of the last bytes read
-	echoes    atomic.Int64
+	echoes    *atomic.Int64 // heartbeat echoes heard, shared by a runner's connections
 	toConn    atomic.Int64 // payload bytes written
 	fromConn  atomic.Int64 // payload bytes read
 
@@ -45,12 +45,12 @@ type conn struct {
 }
 
 // dial opens and authenticates one connection.
-func dial(ctx context.Context, cfg Config, tc *tls.Config, d *net.Dialer) (*conn, error) {
+func dial(ctx context.Context, cfg Config, tc *tls.Config, d *net.Dialer, echoes *atomic.Int64) (*conn, error) {
 	raw, err := d.DialContext(ctx, "tcp", cfg.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("dial connector %s: %w", cfg.Addr(), err)
 	}
-	c := &conn{raw: raw, freq: cfg.Frequency(), threshold: cfg.Threshold(), done: make(chan struct{})}
+	c := &conn{raw: raw, freq: cfg.Frequency(), threshold: cfg.Threshold(), done: make(chan struct{}), echoes: echoes}
 	if tc != nil {
 		c.raw = tls.Client(raw, tc)
 	} else {

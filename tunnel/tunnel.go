@@ -46,6 +46,7 @@ type Stats struct {
 	Dials         int64 // dial attempts, total
 	Rejected      int64 // dials refused by the Connector, total
 	Failures      int64 // dials that failed otherwise, total
+	Echoes        int64 // heartbeat echoes heard from the Connector, total
 	MessagesOut   int64 // IoMessages sent over the route
 	MessagesIn    int64 // IoMessages handed to the agent
 	ReceiptsAcked int64 // receipts from the agent, acknowledged
@@ -159,12 +160,12 @@ type runner struct {
 	agent *agentLink // private route carries IoMessages to and from it
 	log   *slog.Logger
 
-	authorized, idle, sessions, dials, rejected, failures atomic.Int64
+	authorized, idle, sessions, dials, rejected, failures, echoes atomic.Int64
 }
 
 func (r *runner) stats() Stats {
 	s := Stats{Mode: r.cfg.Mode, Authorized: r.authorized.Load(), Idle: r.idle.Load(), Sessions: r.sessions.Load(),
-		Dials: r.dials.Load(), Rejected: r.rejected.Load(), Failures: r.failures.Load()}
+		Dials: r.dials.Load(), Rejected: r.rejected.Load(), Failures: r.failures.Load(), Echoes: r.echoes.Load()}
 	if r.agent != nil {
 		s.MessagesOut, s.MessagesIn, s.ReceiptsAcked = r.agent.out.Load(), r.agent.in.Load(), r.agent.receipts.Load()
 	}
@@ -224,7 +225,7 @@ func (r *runner) worker(ctx context.Context, serve func(ctx context.Context, c *
 	b := backoff{min: r.t.opts.BackoffMin, max: r.t.opts.BackoffMax}
 	for ctx.Err() == nil {
 		r.dials.Add(1)
-		c, err := dial(ctx, r.cfg, r.tls, r.t.opts.Dialer)
+		c, err := dial(ctx, r.cfg, r.tls, r.t.opts.Dialer, &r.echoes)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
