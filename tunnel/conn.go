@@ -32,10 +32,10 @@ type conn struct {
 	wmu       sync.Mutex // keeps BEAT and payload writes whole
 	wclosed   bool       // under wmu: CloseWrite was called, no more BEATs
 	lastWrite atomic.Int64
-	heard     atomic.Int64 // unix nanos of the last bytes read
+	heard     atomic.Int64  // unix nanos of the last bytes read
 	echoes    *atomic.Int64 // heartbeat echoes heard, shared by a runner's connections
-	toConn    atomic.Int64 // payload bytes written
-	fromConn  atomic.Int64 // payload bytes read
+	toConn    atomic.Int64  // payload bytes written
+	fromConn  atomic.Int64  // payload bytes read
 
 	freq, threshold time.Duration
 	timer           *time.Timer
