@@ -41,7 +41,7 @@ const (
 	pHAProxy   = "haproxy"
 	pSocat     = "socat"
 	pConnector = "connector"
-	pAgent     = "connector+agent" // through the Connector and relay/agentclient to the far end
+	pAgent     = "connector+agent"  // through the Connector and relay/agentclient to the far end
 	pTunnel    = "connector+tunnel" // through the Connector and the tunnel subcommand's code to the far end
 	pSplice2   = "splice2"          // two minimal splice relays in a row: the whole path's reference
 )
