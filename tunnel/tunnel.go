@@ -173,6 +173,11 @@ func (r *runner) stats() Stats {
 }
 
 func (r *runner) run(ctx context.Context) error {
+	if r.cfg.Host == AutoHost {
+		if err := r.resolveAuto(ctx); err != nil {
+			return nil // ctx is done
+		}
+	}
 	if r.cfg.Mode == "public" {
 		var wg sync.WaitGroup
 		for range r.cfg.Count() {

@@ -152,6 +152,9 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
 		return 1
 	}
+	actx, stopAnnounce := context.WithCancel(ctx)
+	defer stopAnnounce()
+	announce(actx, cfg, c, env.version, log)
 	if err := c.Run(ctx); err != nil {
 		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
 		return 1

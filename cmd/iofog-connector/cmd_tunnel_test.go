@@ -99,3 +99,21 @@ func TestTunnelCommandServesAPublicMapping(t *testing.T) {
 		t.Error("tunnel did not exit after the stop signal")
 	}
 }
+
+func TestDiscoverCommandUsage(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"-h"}, 0, "--timeout"},
+		{[]string{"extra"}, 2, "takes no arguments"},
+		{[]string{"--timeout", "0s"}, 2, "positive --timeout"},
+		{[]string{"--iface", "no-such-if0"}, 2, "--iface"},
+	} {
+		code, _, stderr := runConfigCmd(t, cmdDiscover, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("discover %v: exit %d, stderr %q; want exit %d and %q", tc.args, code, stderr, tc.code, tc.want)
+		}
+	}
+}

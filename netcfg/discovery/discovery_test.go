@@ -3,6 +3,7 @@ package discovery_test
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 
 	"github.com/eclipse-iofog/iofog-connector/netcfg/discovery"
 	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nstest"
+	"github.com/eclipse-iofog/iofog-connector/tunnel"
 )
 
 // lan is two namespaces on one veth LAN, each with the multicast route a
@@ -135,5 +137,40 @@ func TestDiscoveryAcrossAVethLAN(t *testing.T) {
 	stop()
 	if found := browse(t, b); len(found) != 0 {
 		t.Errorf("found %+v after the announcement stopped", found)
+	}
+}
+
+// An agent-side tunnel configured with "host":"auto" takes the address of
+// the Connector announced in its mode.
+func TestTunnelFindsTheConnectorOnTheLAN(t *testing.T) {
+	a, b := lan(t)
+	announce(t, a, discovery.Announcement{Instance: "tls-one", Host: "edge", Port: 443, Dev: false, Version: "1",
+		IPs: []net.IP{net.ParseIP("10.77.0.1")}})
+	cfg := tunnel.Config{Mode: "private", Host: tunnel.AutoHost, Port: 6000, Passcode: "0123456789abcdef0123456789abcdef0123", DevMode: true}
+	var got tunnel.Config
+	var err error
+	nstest.Do(b, func() error {
+		for range 3 {
+			if got, err = tunnel.ResolveAuto(context.Background(), cfg); err == nil {
+				break
+			}
+		}
+		return nil
+	})
+	if err == nil || !strings.Contains(err.Error(), "no Connector in dev mode") {
+		t.Fatalf("dev tunnel with only a TLS Connector on the LAN: host %q, %v", got.Host, err)
+	}
+	announce(t, a, discovery.Announcement{Instance: "dev-one", Host: "edge", Port: 8080, Dev: true, Version: "1",
+		IPs: []net.IP{net.ParseIP("10.77.0.1")}})
+	nstest.Do(b, func() error {
+		for range 5 {
+			if got, err = tunnel.ResolveAuto(context.Background(), cfg); err == nil {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil || got.Host != "10.77.0.1" {
+		t.Fatalf("host auto: %q, %v; want 10.77.0.1", got.Host, err)
 	}
 }
