@@ -167,3 +167,26 @@ func TestReceiptFrame(t *testing.T) {
 		t.Fatal("short receipt accepted")
 	}
 }
+
+// Frames from the agent's websocket: a message frame is accepted only when
+// its length is exact and its message decodes; a receipt never panics.
+func FuzzAgentFrames(f *testing.F) {
+	m := &IoMessage{ID: "x", ContentData: []byte("payload")}
+	b, _ := m.Encode()
+	f.Add(messageFrame(b))
+	f.Add(ReceiptFrame(Receipt{ID: "id", Timestamp: 42}))
+	f.Add([]byte{0xD, 0xff, 0xff, 0xff, 0xff})
+	f.Fuzz(func(t *testing.T, frame []byte) {
+		if msg, err := parseMessageFrame(frame, 1<<16); err == nil {
+			if len(msg) != len(frame)-5 {
+				t.Fatalf("message of %d bytes from a frame of %d", len(msg), len(frame))
+			}
+			if _, err := DecodeIoMessage(msg); err != nil {
+				t.Fatalf("accepted a message that does not decode: %v", err)
+			}
+		}
+		if r, err := parseReceipt(frame); err == nil && len(r.ID) != int(frame[1]) {
+			t.Fatalf("receipt id of %d bytes, frame says %d", len(r.ID), frame[1])
+		}
+	})
+}
