@@ -34,6 +34,7 @@ type fakeAgent struct {
 	received    chan []byte   // IoMessages the tunnel posted
 	controlAcks chan struct{} // 0xB answers to control signals
 	msgAcks     atomic.Int64  // 0xB frames on the message socket
+	msgConns    atomic.Int64  // message websockets opened by the tunnel
 	configGets  atomic.Int64
 }
 
@@ -81,6 +82,7 @@ func newFakeAgent(t *testing.T, id string, cfg tunnel.Config) *fakeAgent {
 		a.mu.Lock()
 		a.message = ws
 		a.mu.Unlock()
+		a.msgConns.Add(1)
 		n := 0
 		for {
 			_, p, err := ws.Read(context.Background())
@@ -263,5 +265,49 @@ func TestFromAgentFollowsNewConfig(t *testing.T) {
 	}
 	if got, err := publicRequest(m2.Port2, true, []byte("second mapping..")); err != nil || string(got) != "echo second mapping.." {
 		t.Fatalf("through the second mapping: %q, %v", got, err)
+	}
+}
+
+// A message bigger than the tunnel accepts from its agent is refused (the
+// websocket is dropped and reopened), and the messages after it still go
+// through.
+func TestAgentMessageOverTheLimitIsRefused(t *testing.T) {
+	in, _ := connector(t, true, 2)
+	m := in.AddPrivate(t, 60000)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	agA := newFakeAgent(t, "a", agentConfig("private", m.Port1, m.Passcode1, 1, 0, true, ""))
+	agB := newFakeAgent(t, "b", agentConfig("private", m.Port2, m.Passcode2, 1, 0, true, ""))
+	opts := tunnel.Options{Logger: relaytest.Logger(t), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond, MaxMessage: 4096}
+	for _, ag := range []*fakeAgent{agA, agB} {
+		tn := tunnel.New(opts)
+		done := make(chan error, 1)
+		go func() { done <- tn.RunFromAgent(ctx, tunnel.Agent{URL: ag.srv.URL, ID: ag.id}) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	big := (&tunnel.IoMessage{ID: "big", ContentData: make([]byte, 8192)})
+	bigB, _ := big.Encode()
+	if err := agA.send(ctx, bigB); err != nil {
+		t.Fatal(err)
+	}
+	// The tunnel drops the socket on the big frame and opens a new one.
+	for agA.msgConns.Load() < 2 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the tunnel kept the socket that sent an oversize message")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	small, _ := (&tunnel.IoMessage{ID: "small", ContentData: []byte("after the big one")}).Encode()
+	if err := agA.send(ctx, small); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-agB.received:
+		if !bytes.Equal(got, small) {
+			t.Fatalf("got %d bytes, want the small message (the big one must not arrive)", len(got))
+		}
+	case <-ctx.Done():
+		t.Fatal("nothing arrived after the oversize message")
 	}
 }

@@ -33,6 +33,10 @@ func TestParseConfigNamesFileLineAndField(t *testing.T) {
 			t.Errorf("%q: %v, want an error with %q", tc.js, err, tc.want)
 		}
 	}
+	big := append([]byte(`{"mode":"public","cert":"`), bytes.Repeat([]byte("A"), maxConfigSize)...)
+	if _, err := ParseConfig("agent.json", big); err == nil || !strings.Contains(err.Error(), "more than the 1048576 allowed") {
+		t.Errorf("oversize config: %v", err)
+	}
 	// The Controller's own configs, as captured.
 	for _, js := range []string{
 		`{"mode":"public","host":"127.0.0.1","port":6000,"passcode":"` + testPasscode + `","connectioncount":60,"localhost":"iofog","localport":8888,"heartbeatfrequency":20000,"heartbeatabsencethreshold":60000,"devmode":true}`,
