@@ -12,10 +12,12 @@ OUT      ?= out
 CACHE    ?= $(CURDIR)/.cache
 RUNDIR   ?= $(CURDIR)/.run
 BOARD    ?= x86_64
+# staticcheck is pinned and run through `go run`: nothing to install, same result everywhere.
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED := 0
 export IOFOG_CACHE := $(CACHE)
 
-.PHONY: all deps build run test test-short bench fuzz fetch image qemu packages clean
+.PHONY: all deps build run check test test-short bench fuzz fetch image qemu packages clean
 
 all: build
 
@@ -38,14 +40,19 @@ run: $(OUT)/iofog-connector
 deps:
 	./scripts/install-test-deps.sh
 
-## test: every test, including root (namespaces, nftables) and QEMU boot tests
-test: deps fetch
+## check: go.mod and go.sum tidy, go vet, staticcheck; fails on any finding
+check:
+	@$(GO) mod tidy -diff || { echo 'go.mod or go.sum is not tidy: run `go mod tidy` and commit the result' >&2; exit 1; }
 	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+## test: the checks, then every test, including root (namespaces, nftables) and QEMU boot tests
+test: deps fetch check
 	$(GO) test -count=1 -timeout 60m ./...
 
-## test-short: unit tests only (no root, no QEMU)
+## test-short: unit tests only (no root, no QEMU, no browser)
 test-short:
-	IOFOG_SKIP_PRIVILEGED=1 IOFOG_SKIP_QEMU=1 $(GO) test -count=1 -short ./...
+	IOFOG_SKIP_PRIVILEGED=1 IOFOG_SKIP_QEMU=1 IOFOG_SKIP_BROWSER=1 $(GO) test -count=1 -short ./...
 
 ## bench: relay and pool benchmarks, as ratios against baselines in the same run; image sizes
 bench: $(OUT)/iofog-connector fetch

@@ -12,6 +12,7 @@
 package appliance
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -52,6 +53,9 @@ const (
 	etcDir       = "/etc/iofog-connector"
 	settingsFile = etcDir + "/iofog-connector.conf"
 	volatileDir  = "/run/iofog" // stands in for the boot partition when there is none
+	// PageStatusFile is the status as JSON, for the Connector child's
+	// status page; in RAM, rewritten on every change.
+	PageStatusFile = volatileDir + "/status.json"
 )
 
 // Kernel command line keys.
@@ -92,10 +96,11 @@ type system struct {
 
 	watchdog *watchdog.Feeder // nil without /dev/watchdog
 
-	statusW *status.Writer
-	stMu    sync.Mutex
-	st      status.Status
-	printed string // last status printed on the console
+	statusW  *status.Writer
+	stMu     sync.Mutex
+	st       status.Status
+	printed  string // last status printed on the console
+	pageJSON []byte // last content of PageStatusFile
 }
 
 // Run boots the appliance and returns only if powering off failed.
@@ -388,6 +393,10 @@ func (s *system) loadConfig() error {
 	}
 	s.setStatus(func(st *status.Status) {
 		st.Config = status.Config{File: r.File, Ignored: r.Ignored, Using: using, Valid: r.Valid(), Errors: r.Errors}
+		if !r.Valid() {
+			st.AddEvent(status.Event{Time: time.Now(), Kind: "config",
+				Text: fmt.Sprintf("%s is invalid (%d problem(s)); running on the %s", r.File, len(r.Errors), using)})
+		}
 	})
 	switch {
 	case r.File == "":
@@ -450,6 +459,23 @@ func (s *system) problem(msg string) {
 	s.setStatus(func(st *status.Status) { st.Problems = append(st.Problems, msg) })
 }
 
+// writePageStatus keeps PageStatusFile equal to st. Caller holds stMu, so
+// writes land in order. The file is in RAM: a write costs microseconds.
+func (s *system) writePageStatus(st status.Status) {
+	data, err := status.EncodeJSON(st)
+	if err != nil || bytes.Equal(data, s.pageJSON) {
+		return
+	}
+	if err := os.MkdirAll(filepath.Dir(PageStatusFile), 0o755); err == nil {
+		err = status.WriteJSON(PageStatusFile, data)
+	}
+	if err != nil {
+		s.log.Debug("cannot write the status page's status file", "file", PageStatusFile, "err", err)
+		return
+	}
+	s.pageJSON = data
+}
+
 // setStatus changes the status, writes STATUS.txt if due and shows it on
 // the console when it changed.
 func (s *system) setStatus(change func(*status.Status)) {
@@ -466,6 +492,7 @@ func (s *system) setStatus(change func(*status.Status)) {
 	text := string(status.Render(st))
 	show := text != s.printed
 	s.printed = text
+	s.writePageStatus(st)
 	s.stMu.Unlock()
 	if w != nil {
 		w.Update(st)

@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/eclipse-iofog/iofog-connector/appliance/status"
 	"github.com/eclipse-iofog/iofog-connector/appliance/supervise"
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 )
 
 // connector runs the Connector child and watches its health.
@@ -36,7 +35,8 @@ type connector struct {
 // again, as the daemon, in appliance mode.
 func (s *system) connectorArgs() []string {
 	args := []string{"iofog-connector", "run", "--appliance",
-		"--config", s.cfgPath, "--state-dir", s.stateDir, "--tls-dir", s.tlsDir}
+		"--config", s.cfgPath, "--state-dir", s.stateDir, "--tls-dir", s.tlsDir,
+		"--appliance-status", PageStatusFile}
 	if lv := s.level.Level().String(); lv != "" {
 		args = append(args, "--log-level", strings.ToLower(lv))
 	}
@@ -111,6 +111,12 @@ func (c *connector) onEvent(e supervise.Event) {
 			st.Connector.State = "restarting in " + e.Restart.String()
 			st.Connector.Restarts = n
 			st.Connector.LastRestart = why
+			// The event has its own time; the page shows it beside the text.
+			text := fmt.Sprintf("Connector restarted: %s after %s", e.Exit, e.Uptime.Round(time.Second))
+			if last != "" {
+				text += "; its last words: " + truncate(last, 160)
+			}
+			st.AddEvent(status.Event{Time: e.Time, Kind: "restart", Text: text})
 		})
 	}
 }
@@ -131,24 +137,10 @@ func (c *connector) healthy(d time.Duration) bool {
 
 // apiStatus asks the Connector's API for its status, the way an installer
 // does, and returns the mapping count.
-func apiStatus(ctx context.Context, client *http.Client, base string) (int, error) {
-	form := url.Values{"mappingid": {"all"}}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/api/v2/status", strings.NewReader(form.Encode()))
+func apiStatus(ctx context.Context, api *controlapi.Client) (int, error) {
+	r, err := api.Status(ctx)
 	if err != nil {
 		return 0, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	var r struct {
-		Status   string `json:"status"`
-		Mappings int    `json:"mappings"`
-	}
-	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&r); err != nil {
-		return 0, fmt.Errorf("status reply: %w", err)
 	}
 	if r.Status != "running" {
 		return 0, fmt.Errorf("status %q, want running", r.Status)
@@ -180,10 +172,11 @@ func (c *connector) watchHealth(ctx context.Context) {
 		},
 	}
 	base := c.s.localAPI()
+	api := controlapi.New(base, client)
 	interval := time.Second
 	for {
 		if c.sup.Pid() != 0 {
-			n, err := apiStatus(ctx, client, base)
+			n, err := apiStatus(ctx, api)
 			if err == nil {
 				c.mu.Lock()
 				first := c.healthyAt.IsZero()

@@ -117,6 +117,10 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		}
 		roundTrip(ctx, t, agent, vm.Addr(port2), "after the Connector was killed and restarted")
 
+		// The status page, through the forwarded API port (statuspage_qemu_test.go).
+		checkStatusPage(t, api, []string{add["passcode1"].(string)}, "connector.cue: invalid", "connector.cue:5:", "connector.cue:6:",
+			"10.0.2.15/24", "Firewall</dt><dd><span class=\"dot ok\" aria-hidden=\"true\"></span>on<", "restarted 1×", ">6000<", ">6001<", "Connector restarted: ")
+
 		off = len(vm.Console())
 		typeLine("iofog-test status")
 		live := waitConsole(ctx, t, vm, off, `(?s)`+appliance.HookStatusBegin+`.*`+appliance.HookStatusEnd, stepTimeout)

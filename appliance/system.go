@@ -321,12 +321,15 @@ func tlsLine(s *system, what string) string {
 func (s *system) applyFirewall() error {
 	if !s.cfg.Firewall.On(true) {
 		s.log.Warn("firewall off by config: every port of this machine is reachable")
+		s.setStatus(func(st *status.Status) { st.Firewall = "off (by config)" })
 		return nil
 	}
 	fw, err := firewall.Apply(firewall.RulesFromConfig(s.cfg, true), firewall.Options{})
 	if err != nil {
+		s.setStatus(func(st *status.Status) { st.Firewall = "failed: " + err.Error() })
 		return err
 	}
+	s.setStatus(func(st *status.Status) { st.Firewall = "on" })
 	s.log.Info("firewall applied", "table", fw.Table(), "api_port", s.cfg.API.Port(s.cfg.Dev), "broker", strconv.Itoa(s.cfg.Broker))
 	return nil
 }

@@ -279,6 +279,7 @@ func raspiFiles(cache Cache, k Kernel) (fw, dtbs []File, err error) {
 	for _, name := range []string{"bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat"} {
 		data, err := os.ReadFile(filepath.Join(fwDir, name))
 		if err != nil {
+			//lint:ignore ST1005 "Raspberry Pi" is a name and keeps its capitals at the start too
 			return nil, nil, fmt.Errorf("Raspberry Pi firmware: %w", err)
 		}
 		fw = append(fw, File{Path: name, Data: data})

@@ -49,9 +49,6 @@ func OpenLoader(p string, log *slog.Logger) (*Loader, error) {
 // Index returns the loader's index.
 func (l *Loader) Index() *Index { return l.ix }
 
-// LoadBoot loads the index's boot list.
-func (l *Loader) LoadBoot(ctx context.Context) error { return l.Load(ctx, l.ix.Load...) }
-
 // Load loads the named modules (names or aliases) and everything they need,
 // in dependency order. It goes on past a module that fails, so one broken
 // driver does not keep the others from loading, and returns all failures.

@@ -76,7 +76,7 @@ func parseSoftdep(value string) (pre, post []string, err error) {
 			into = &post
 		default:
 			if into == nil {
-				return nil, nil, fmt.Errorf("modinfo softdep=%q: %q comes before pre: or post:", value, word)
+				return nil, nil, fmt.Errorf("modinfo softdep=%q: %q comes before the pre: or post: keyword", value, word)
 			}
 			*into = append(*into, word)
 		}

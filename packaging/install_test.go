@@ -343,6 +343,9 @@ func daemonBinary(t *testing.T) string {
 	}
 	goTool, err := exec.LookPath("go")
 	if err != nil {
+		// The test binary runs where it was built, so the GOROOT it was
+		// built with is still there.
+		//lint:ignore SA1019 the deprecation is about binaries copied elsewhere
 		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	out := filepath.Join(t.TempDir(), "iofog-connector")

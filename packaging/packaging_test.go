@@ -111,7 +111,7 @@ func run(t *testing.T, name string, args ...string) string {
 	return string(out)
 }
 
-// The original's shipped settings, byte for byte (PROTOCOL.md §1).
+// The original's shipped settings, byte for byte (docs/protocol.md §2).
 const originalDefault = `{"ports":["6000-6050"],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":true}`
 
 func TestDebContents(t *testing.T) {

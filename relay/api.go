@@ -18,7 +18,7 @@ import (
 // maxForm bounds a control request body; the Controller's are ~200 bytes.
 const maxForm = 64 << 10
 
-// routes is the control API (PROTOCOL.md §3) plus /metrics.
+// routes is the control API (docs/protocol.md §3) plus /metrics.
 func (c *Connector) routes() http.Handler {
 	metricsH := promhttp.HandlerFor(c.met.reg, promhttp.HandlerOpts{})
 	post := map[string]func(url.Values) (int, any){
@@ -28,7 +28,12 @@ func (c *Connector) routes() http.Handler {
 		"/api/v2/status":         c.apiStatus,
 		"/api/v2/commandline":    c.apiCommandline,
 	}
+	page := c.page
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/" && page != nil {
+			page.ServeHTTP(w, r)
+			return
+		}
 		if r.URL.Path == "/metrics" {
 			if r.Method != http.MethodGet && r.Method != http.MethodHead {
 				writeError(w, http.StatusMethodNotAllowed, "use GET for /metrics")
@@ -110,7 +115,7 @@ func writeJSON(w http.ResponseWriter, status int, body any) {
 
 func now() int64 { return time.Now().UnixMilli() }
 
-// parseMapping decodes the add request's `mapping` field (§3.1). Keys are
+// parseMapping decodes the add request's `mapping` field (§3.2). Keys are
 // looked up after decoding, never matched as text: the Controller puts
 // spaces after some commas.
 func parseMapping(s string) (addRequest, error) {

@@ -19,7 +19,7 @@ import (
 	"github.com/eclipse-iofog/iofog-connector/relay/relaytest"
 )
 
-// The Controller v1.3.1 requests captured in PROTOCOL.md §6, byte for byte.
+// The Controller v1.3.1 requests captured in docs/protocol.md §3.8, byte for byte.
 const (
 	capturedAddPublic = "POST /api/v2/mapping/add HTTP/1.1\r\n" +
 		"Content-Type: application/x-www-form-urlencoded\r\n" +
@@ -184,7 +184,7 @@ func TestStatusAndCommandline(t *testing.T) {
 	pub := in.AddPublic(t, 60, 200000)
 	priv := in.AddPrivate(t, 200000)
 
-	// The installer's poll (PROTOCOL.md §3.3) greps the literal text.
+	// The installer's poll (docs/protocol.md §3.4) greps the literal text.
 	body := postRaw(t, in, "/api/v2/status", "application/x-www-form-urlencoded", "mappingid=all")
 	if !strings.Contains(body, `"status":"running"`) {
 		t.Errorf("status all: %s lacks the literal \"status\":\"running\"", body)

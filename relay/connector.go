@@ -1,7 +1,7 @@
 // Package relay is the Connector: the port pool, mappings and their
 // listeners, agent authentication and heartbeats, public and private
 // pairing, the control API and the mapping store. It speaks the ioFog 1.x
-// Connector protocol (PROTOCOL.md) with the original's defects fixed.
+// Connector protocol (docs/protocol.md) with the original's defects fixed.
 package relay
 
 import (
@@ -45,11 +45,11 @@ type Options struct {
 }
 
 // DefaultPublicWait is how long a public client waits for a free agent
-// connection when the config does not say (PROTOCOL.md §7.5).
+// connection when the config does not say (docs/protocol.md §6.5).
 const DefaultPublicWait = 10 * time.Second
 
 // portHold is how long a port that something else holds is skipped before
-// the pool offers it again (§7.9).
+// the pool offers it again (§6.9).
 const portHold = time.Minute
 
 // Connector is one running Connector.
@@ -77,6 +77,9 @@ type Connector struct {
 	ready    chan struct{}
 	stopOnce sync.Once
 	stopReq  chan struct{}
+
+	page   http.Handler // GET /, if set (view.go)
+	events eventRing    // recent events, for the status page (view.go)
 }
 
 // New loads the mapping store and, unless in dev mode, the TLS files. It
@@ -239,6 +242,7 @@ func (c *Connector) Run(ctx context.Context) error {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	close(c.ready)
+	c.noteStarted()
 
 	c.mu.Lock()
 	n := len(c.mappings)
@@ -318,7 +322,7 @@ func (c *Connector) retryListen(ctx context.Context, m *mapping, i int) {
 }
 
 // Keepalive on every data connection, so half-open agent and public
-// connections are found even without traffic (§7.3).
+// connections are found even without traffic (§6.3).
 const (
 	keepIdle     = 30 * time.Second
 	keepInterval = 10 * time.Second
@@ -421,11 +425,12 @@ func (c *Connector) add(req addRequest, newID func() string) (Record, error) {
 	m.serve()
 	c.log.Info("mapping added", "mapping", rec.ID, "type", m.kind(), "port1", rec.Port1, "port2", rec.Port2,
 		"maxconnections", rec.MaxConnectionsPort1, "threshold_ms", rec.HeartbeatAbsenceThresholdPort1, "free_ports", c.pool.Free())
+	c.noteAdded(rec)
 	return rec, nil
 }
 
 // allocate takes two ports and opens both. A port that something else
-// holds is put on hold in the pool and another is taken (§7.9).
+// holds is put on hold in the pool and another is taken (§6.9).
 func (c *Connector) allocate() ([2]uint16, [2]net.Listener, error) {
 	var lns [2]net.Listener
 	for {
@@ -492,6 +497,7 @@ func (c *Connector) remove(id string) error {
 		}
 	}
 	c.log.Info("mapping removed", "mapping", id, "port1", m.rec.Port1, "port2", m.rec.Port2, "free_ports", c.pool.Free())
+	c.noteRemoved(m.rec)
 	return nil
 }
 

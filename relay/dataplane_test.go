@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 	"github.com/eclipse-iofog/iofog-connector/relay/relaytest"
@@ -97,23 +98,6 @@ func metric(t *testing.T, in *relaytest.Instance, name string) float64 {
 	return 0
 }
 
-// postJSON is Instance.Post for goroutines other than the test's own.
-func postJSON(in *relaytest.Instance, path string, form url.Values, out any) error {
-	resp, err := in.Client.PostForm(in.Base+path, form)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		return fmt.Errorf("%s: HTTP %d %s", path, resp.StatusCode, body)
-	}
-	if out != nil {
-		return json.Unmarshal(body, out)
-	}
-	return nil
-}
-
 func startHTTPService(t *testing.T) int {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -125,25 +109,6 @@ func startHTTPService(t *testing.T) int {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-// startEchoService echoes every byte back on each connection.
-func startEchoService(t *testing.T) int {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { io.Copy(c, c); c.Close() }()
-		}
-	}()
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
@@ -235,7 +200,7 @@ func TestWrongPasscodesAreRejected(t *testing.T) {
 	if got := metric(t, in, "iofog_connector_auth_failures_total"); got != float64(len(cases)) {
 		t.Errorf("auth_failures_total %v, want %d", got, len(cases))
 	}
-	// The passcode may arrive in pieces (§7.7).
+	// The passcode may arrive in pieces (§6.7).
 	c := dial(t, m.Port1)
 	for _, part := range []string{m.Passcode1[:1], m.Passcode1[1:17], m.Passcode1[17:]} {
 		io.WriteString(c, part)
@@ -429,7 +394,7 @@ func TestClosingEitherSideClosesTheOther(t *testing.T) {
 func TestRemoveDuringTrafficClosesEverythingAndFreesThePorts(t *testing.T) {
 	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 4)})
 	m := in.AddPublic(t, 60, 200000)
-	runAgents(t, m, 8, startEchoService(t), nil)
+	runAgents(t, m, 8, testpeer.Echoing(t), nil)
 
 	var wg sync.WaitGroup
 	started := make(chan struct{}, 8)
@@ -545,7 +510,7 @@ func TestRestartReopensMappingsAndAgentsReconnect(t *testing.T) {
 
 func TestCrossTalk(t *testing.T) {
 	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 30)})
-	echo := startEchoService(t)
+	echo := testpeer.Echoing(t)
 	var ms []relaytest.Mapping
 	for range 10 {
 		m := in.AddPublic(t, 60, 200000)
@@ -558,27 +523,22 @@ func TestCrossTalk(t *testing.T) {
 	go func() {
 		n := 0
 		defer func() { churned <- n }()
-		add := url.Values{"mapping": {`{"type":"public","maxconnections":60,"heartbeatabsencethreshold":200000}`}}
 		for {
 			select {
 			case <-stop:
 				return
 			default:
 			}
-			var r struct {
-				ID        string `json:"id"`
-				Port1     int    `json:"port1"`
-				Passcode1 string `json:"passcode1"`
-			}
-			if err := postJSON(in, "/api/v2/mapping/add", add, &r); err != nil {
+			r, err := in.API.Add(context.Background(), controlapi.Public(60, 200000))
+			if err != nil {
 				t.Errorf("churn add: %v", err)
 				return
 			}
-			c, err := net.Dial("tcp", addr(r.Port1))
+			c, err := net.Dial("tcp", addr(int(r.Port1)))
 			if err == nil {
 				io.WriteString(c, r.Passcode1)
 			}
-			if err := postJSON(in, "/api/v2/mapping/remove", url.Values{"mappingid": {r.ID}}, nil); err != nil {
+			if _, err := in.API.Remove(context.Background(), r.ID); err != nil {
 				t.Errorf("churn remove: %v", err)
 				return
 			}

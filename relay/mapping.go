@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Protocol constants (PROTOCOL.md §4.1).
+// Protocol constants (docs/protocol.md §4.2).
 const (
 	PasscodeLen   = 36
 	beatMsg       = "BEAT"
@@ -28,7 +28,7 @@ const (
 	// the write of AUTHORIZED.
 	authTimeout = 10 * time.Second
 	// beatQuiet: a BEAT is echoed only when no payload has been written to
-	// that agent connection for this long (PROTOCOL.md §7.6).
+	// that agent connection for this long (docs/protocol.md §6.6).
 	beatQuiet = time.Second
 	// smallBuf is an agent connection's first read buffer: big enough for
 	// any BEAT and for small messages, small enough that 20,000 idle
@@ -42,7 +42,7 @@ const (
 )
 
 // mapping is one port pair and everything connected to it. All pairing
-// state lives here, so mappings never disturb each other (§7.1).
+// state lives here, so mappings never disturb each other (§6.1).
 type mapping struct {
 	c      *Connector
 	rec    Record
@@ -61,6 +61,7 @@ type mapping struct {
 	priv     [2]atomic.Pointer[agentConn]
 	wg       sync.WaitGroup
 	sessions atomic.Int64 // public sessions in progress
+	tally    tally        // per-mapping totals (view.go)
 }
 
 func newMapping(c *Connector, rec Record) *mapping {
@@ -256,11 +257,13 @@ func (m *mapping) serveAgent(conn net.Conn, side int) {
 		m.c.met.authFailures.Inc()
 		m.log.Warn("agent authentication failed", "port", port, "remote", remote,
 			"reason", fmt.Sprintf("sent %d of %d passcode bytes, then %s", n, PasscodeLen, describeErr(err)))
+		m.noteRefused(port, remote, "agent authentication failed: short or late passcode")
 		return
 	}
 	if subtle.ConstantTimeCompare(got[:], []byte(want)) != 1 {
 		m.c.met.authFailures.Inc()
 		m.log.Warn("agent authentication failed", "port", port, "remote", remote, "reason", "wrong passcode")
+		m.noteRefused(port, remote, "agent authentication failed: wrong passcode")
 		return
 	}
 	a := &agentConn{m: m, side: side, conn: conn, remote: remote, threshold: m.threshold(side)}
@@ -268,6 +271,7 @@ func (m *mapping) serveAgent(conn net.Conn, side int) {
 		m.c.met.rejectedFull.Inc()
 		m.log.Warn("agent connection refused: mapping already holds maxconnections authenticated connections",
 			"port", port, "remote", remote, "max", m.rec.MaxConnectionsPort1)
+		m.noteRefused(port, remote, "agent refused: the mapping already holds maxconnections")
 		return
 	}
 	// Register before answering, holding the write lock so that no payload
@@ -291,6 +295,7 @@ func (m *mapping) serveAgent(conn net.Conn, side int) {
 		return
 	}
 	m.log.Debug("agent authenticated", "port", port, "remote", remote)
+	m.agentSeen(time.Now())
 	why := a.readLoop()
 	m.leave(a)
 	if s := a.sess.Load(); s != nil {
@@ -307,7 +312,7 @@ func (m *mapping) threshold(side int) time.Duration {
 	return time.Duration(ms) * time.Millisecond
 }
 
-// admit counts an authenticated connection against maxconnections (§7.2:
+// admit counts an authenticated connection against maxconnections (§6.2:
 // only authenticated connections count). A private side holds one route:
 // a newer connection replaces the older one, so an agent that reconnects
 // after losing its link resumes at once.
@@ -393,7 +398,7 @@ func (m *mapping) counts() (idle, paired int) {
 }
 
 // readLoop reads from the agent until the connection ends: answers BEAT,
-// forwards payload, and enforces the heartbeat absence threshold (§7.3).
+// forwards payload, and enforces the heartbeat absence threshold (§6.3).
 func (a *agentConn) readLoop() string {
 	buf := make([]byte, smallBuf)
 	var big *[]byte
@@ -412,13 +417,14 @@ func (a *agentConn) readLoop() string {
 			if now := time.Now(); now.Sub(deadlineSet) > a.threshold/16 {
 				a.conn.SetReadDeadline(now.Add(a.threshold + a.threshold/16))
 				deadlineSet = now
+				a.m.agentSeen(now)
 			}
 		}
 		if pub := a.splicePeer(); pub != nil {
 			// Bulk data to a public client: wait for the agent's bytes and
 			// learn how many are queued. A chunk larger than any heartbeat
 			// is payload and goes socket to socket; a small one is read
-			// below and checked for BEAT, as a read would see it (§7.6).
+			// below and checked for BEAT, as a read would see it (§6.6).
 			if rc == nil {
 				var err error
 				if rc, err = a.conn.(*net.TCPConn).SyscallConn(); err != nil {
@@ -431,7 +437,7 @@ func (a *agentConn) readLoop() string {
 			}
 			if avail > len(buf) {
 				n, err := io.CopyN(pub, a.conn.(*net.TCPConn), int64(avail))
-				a.m.c.met.fromAgent.Add(float64(n))
+				a.m.countFromAgent(n)
 				if err != nil {
 					return "relaying to the public client failed: " + describeErr(err)
 				}
@@ -502,6 +508,7 @@ func (a *agentConn) closeReason(err error) string {
 		a.m.c.met.beatTimeouts.Inc()
 		a.m.log.Info("agent connection silent for longer than its heartbeat absence threshold; closing",
 			"port", a.m.port(a.side), "remote", a.remote, "threshold", a.threshold)
+		a.m.noteTimeout(a.m.port(a.side), a.remote)
 		return "heartbeat absence threshold passed"
 	case errors.Is(err, io.EOF):
 		return "agent closed the connection"
@@ -534,7 +541,7 @@ func (a *agentConn) forward(b []byte) error {
 			return nil
 		}
 		n, err := s.pub.Write(b)
-		met.fromAgent.Add(float64(n))
+		a.m.countFromAgent(int64(n))
 		return err
 	}
 	o := a.m.priv[1-a.side].Load()
@@ -542,9 +549,9 @@ func (a *agentConn) forward(b []byte) error {
 		met.droppedUnpaired.Add(float64(len(b)))
 		return nil
 	}
-	met.fromAgent.Add(float64(len(b)))
+	a.m.countFromAgent(int64(len(b)))
 	n, err := o.writePayload(b)
-	met.toAgent.Add(float64(n))
+	a.m.countToAgent(int64(n))
 	if err != nil {
 		// The other side's link broke; it reconnects on its own and this
 		// side carries on.
@@ -563,7 +570,7 @@ func (a *agentConn) writePayload(b []byte) (int, error) {
 
 // echo answers a BEAT unless payload was written to this connection within
 // beatQuiet or is being written now: payload already proves liveness, and an
-// echo next to payload could merge with it in the agent's read (§7.6).
+// echo next to payload could merge with it in the agent's read (§6.6).
 func (a *agentConn) echo() {
 	if time.Since(time.Unix(0, a.lastPayload.Load())) < beatQuiet {
 		return
@@ -588,7 +595,7 @@ type waiter struct {
 }
 
 // servePublic pairs a public client with a free agent connection, waiting up
-// to the configured time for one (§7.5). Nothing is read from the client
+// to the configured time for one (§6.5). Nothing is read from the client
 // while it waits, so its first bytes stay queued in the kernel, intact.
 func (m *mapping) servePublic(pub net.Conn) {
 	remote := pub.RemoteAddr().String()
@@ -622,7 +629,7 @@ func (m *mapping) servePublic(pub net.Conn) {
 	}
 	s := a.sess.Load()
 	met := m.c.met
-	met.sessionsTotal.Inc()
+	m.countSession()
 	met.sessionsActive.Inc()
 	m.sessions.Add(1)
 	m.log.Debug("public client paired", "remote", remote, "agent", a.remote)
@@ -681,6 +688,7 @@ func (m *mapping) takeAgent(pub net.Conn) *agentConn {
 		m.c.met.waitTimeouts.Inc()
 		m.log.Info("public client closed: no agent connection came free in time",
 			"remote", pub.RemoteAddr().String(), "waited", wait)
+		m.noteRefused(m.rec.Port2, pub.RemoteAddr().String(), "public client closed: no agent connection came free in time")
 	}
 	return nil
 }
@@ -705,7 +713,7 @@ func (a *agentConn) copyBuffered(src net.Conn) error {
 		n, err := src.Read(buf)
 		if n > 0 {
 			w, werr := a.writePayload(buf[:n])
-			a.m.c.met.toAgent.Add(float64(w))
+			a.m.countToAgent(int64(w))
 			if werr != nil {
 				return werr
 			}

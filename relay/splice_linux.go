@@ -17,14 +17,13 @@ const canSplice = true
 // splice(2), never through user space. It first waits, without holding the
 // agent's write lock, until the client has bytes queued and learns how many;
 // then it splices exactly that many under the lock. So a BEAT echo can
-// always tell whether a payload write is in progress (§7.6), and the lock is
+// always tell whether a payload write is in progress (§6.6), and the lock is
 // never held while the client is quiet.
 func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return err
 	}
-	met := a.m.c.met
 	for {
 		avail := first
 		first = 0
@@ -40,7 +39,7 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 			if n > 0 {
 				var w int
 				w, werr = a.writePayload((*bp)[:n])
-				met.toAgent.Add(float64(w))
+				a.m.countToAgent(int64(w))
 			}
 			a.m.c.smallBufs.Put(bp)
 			if werr != nil {
@@ -55,7 +54,7 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 		n, err := io.CopyN(dst, src, int64(avail))
 		a.lastPayload.Store(time.Now().UnixNano())
 		a.wmu.Unlock()
-		met.toAgent.Add(float64(n))
+		a.m.countToAgent(n)
 		if err != nil {
 			return err
 		}

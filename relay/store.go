@@ -16,7 +16,7 @@ import (
 // StoreFile is the mapping store's name in the state directory.
 const StoreFile = "configs.json"
 
-// Record is one mapping as the original stores it (PROTOCOL.md §2); the
+// Record is one mapping as the original stores it (docs/protocol.md §4.5); the
 // field names are the original's, so a store written by either reads in
 // the other.
 type Record struct {

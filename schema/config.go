@@ -119,7 +119,7 @@ type Log struct {
 // Relay holds data-plane tunables beyond the original's keys.
 type Relay struct {
 	// PublicWait is how long a public client waits for a free agent
-	// connection before it is closed (PROTOCOL.md §7.5). Default 10s.
+	// connection before it is closed (docs/protocol.md §6.5). Default 10s.
 	PublicWait Duration `json:"public_wait"`
 }
 

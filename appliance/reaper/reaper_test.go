@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -15,44 +14,17 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/eclipse-iofog/iofog-connector/internal/testchild"
 )
 
-const childEnv = "REAPER_TEST_CHILD"
+func TestMain(m *testing.M) { testchild.Main(m) }
 
-func TestMain(m *testing.M) {
-	switch os.Getenv(childEnv) {
-	case "":
-		os.Exit(m.Run())
-	case "exit7":
-		os.Exit(7)
-	case "grandchild":
-		// Lives until its stdin closes, so the test decides when it ends.
-		io.Copy(io.Discard, os.Stdin)
-		os.Exit(0)
-	case "orphan":
-		// Starts a grandchild and leaves it behind: it becomes an orphan
-		// that the subreaper (init, or the test) must reap.
-		self, _ := os.Executable()
-		cmd := exec.Command(self)
-		cmd.Env = append(os.Environ(), childEnv+"=grandchild")
-		cmd.Stdin = os.Stdin
-		if err := cmd.Start(); err != nil {
-			os.Exit(2)
-		}
-		os.Stdout.WriteString(strconv.Itoa(cmd.Process.Pid) + "\n")
-		os.Exit(0)
-	}
-	os.Exit(99)
-}
-
-func start(t *testing.T, r *Reaper, mode string, files []uintptr) (int, <-chan Exit) {
+func start(t *testing.T, r *Reaper, role string, files []uintptr) (int, <-chan Exit) {
 	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testchild.Path(t)
 	pid, ch, err := r.Start(self, []string{self}, &syscall.ProcAttr{
-		Env:   append(os.Environ(), childEnv+"="+mode),
+		Env:   testchild.Env(role),
 		Files: files,
 	})
 	if err != nil {
@@ -77,7 +49,7 @@ func TestExitGoesToWhoStartedIt(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go r.Run(ctx)
-	pid, ch := start(t, r, "exit7", []uintptr{0, 1, 2})
+	pid, ch := start(t, r, testchild.Exit(7), []uintptr{0, 1, 2})
 	e := waitExit(t, ch)
 	if e.Pid != pid || !e.Status.Exited() || e.Status.ExitStatus() != 7 {
 		t.Fatalf("got %+v (%s), want pid %d exit status 7", e, e, pid)
@@ -101,7 +73,7 @@ func TestOrphansAreReaped(t *testing.T) {
 
 	stdinR, stdinW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
-	_, ch := start(t, r, "orphan", []uintptr{stdinR.Fd(), outW.Fd(), 2})
+	_, ch := start(t, r, testchild.Orphan, []uintptr{stdinR.Fd(), outW.Fd(), 2})
 	stdinR.Close()
 	outW.Close()
 	line, err := bufio.NewReader(outR).ReadString('\n')

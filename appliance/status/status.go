@@ -29,6 +29,10 @@ type Status struct {
 	TLS        string // "" in dev mode; else what serves TLS (file, fingerprint)
 
 	Connector Connector
+
+	// Shown on the status page only (page.go), not in STATUS.txt.
+	Firewall string  // "on", "off (by config)", or why it failed
+	Events   []Event // newest last, at most MaxEvents
 }
 
 // Config is the verdict on the config files.

@@ -7,40 +7,17 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/appliance/reaper"
+	"github.com/eclipse-iofog/iofog-connector/internal/testchild"
 )
 
-// The test binary doubles as the supervised child: with childEnv set it
-// behaves as told instead of running tests.
-const childEnv = "SUPERVISE_TEST_CHILD"
-
-func TestMain(m *testing.M) {
-	switch os.Getenv(childEnv) {
-	case "":
-		os.Exit(m.Run())
-	case "exit0":
-		os.Exit(0)
-	case "exit3":
-		os.Exit(3)
-	case "serve":
-		// Runs until SIGTERM, then exits 0 like the Connector does.
-		sig := make(chan os.Signal, 1)
-		signal.Notify(sig, syscall.SIGTERM)
-		<-sig
-		os.Exit(0)
-	case "stubborn":
-		signal.Ignore(syscall.SIGTERM)
-		os.Stdout.WriteString("ready\n")
-		time.Sleep(time.Hour)
-	}
-	os.Exit(99)
-}
+// The test binary doubles as the supervised child (internal/testchild).
+func TestMain(m *testing.M) { testchild.Main(m) }
 
 // recorder collects supervisor events for assertions.
 type recorder struct {
@@ -70,7 +47,7 @@ func (r *recorder) next(t *testing.T) Event {
 	}
 }
 
-func setup(t *testing.T, mode string, rec *recorder, stdout ...*os.File) (*Supervisor, context.Context, context.CancelFunc) {
+func setup(t *testing.T, role string, rec *recorder, stdout ...*os.File) (*Supervisor, context.Context, context.CancelFunc) {
 	t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	r := reaper.New(log)
@@ -80,15 +57,12 @@ func setup(t *testing.T, mode string, rec *recorder, stdout ...*os.File) (*Super
 	go r.Run(rctx)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
+	self := testchild.Path(t)
 	s := New(r, Config{
 		Name:        "child",
 		Path:        self,
 		Args:        []string{self},
-		Env:         append(os.Environ(), childEnv+"="+mode),
+		Env:         testchild.Env(role),
 		Stderr:      os.Stderr,
 		Stdout:      first(stdout),
 		Backoff:     Backoff{Min: 10 * time.Millisecond, Max: 40 * time.Millisecond, ResetAfter: time.Hour},
@@ -100,7 +74,7 @@ func setup(t *testing.T, mode string, rec *recorder, stdout ...*os.File) (*Super
 
 func TestCrashingChildIsRestartedWithBackoff(t *testing.T) {
 	rec := newRecorder()
-	s, ctx, cancel := setup(t, "exit3", rec)
+	s, ctx, cancel := setup(t, testchild.Exit(3), rec)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
@@ -131,7 +105,7 @@ func TestCrashingChildIsRestartedWithBackoff(t *testing.T) {
 
 func TestCleanExitEndsSupervision(t *testing.T) {
 	rec := newRecorder()
-	s, ctx, _ := setup(t, "exit0", rec)
+	s, ctx, _ := setup(t, testchild.Exit(0), rec)
 	if err := s.Run(ctx); !errors.Is(err, ErrStopped) {
 		t.Fatalf("Run = %v, want ErrStopped", err)
 	}
@@ -148,7 +122,7 @@ func TestCleanExitEndsSupervision(t *testing.T) {
 
 func TestKilledChildComesBackUnderANewPid(t *testing.T) {
 	rec := newRecorder()
-	s, ctx, cancel := setup(t, "serve", rec)
+	s, ctx, cancel := setup(t, testchild.Serve, rec)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 
@@ -191,7 +165,7 @@ func TestStubbornChildIsKilledAfterTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pr.Close()
-	s, ctx, cancel := setup(t, "stubborn", rec, pw)
+	s, ctx, cancel := setup(t, testchild.Stubborn, rec, pw)
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()
 	if e := rec.next(t); e.Kind != Started {

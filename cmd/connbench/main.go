@@ -1,7 +1,7 @@
 // Command connbench measures the Connector's data plane against the relays a
 // user could put in its place, all in one run on loopback, and prints each
 // figure as a ratio to a baseline measured in the same run (PASS/MISS against
-// the targets in the project's benchmark notes; nothing is asserted).
+// the targets listed in the README's Performance section; nothing is asserted).
 //
 //	connbench [-bin out/iofog-connector] [-out FILE] [-stream 2s] [-rounds 3] ...
 //	connbench relay -listen ADDR -to ADDR   (the reference splice relay, run as a child)

@@ -5,11 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +19,8 @@ import (
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 )
 
 // peer is one thing clients are measured through: the address they dial and
@@ -240,8 +240,7 @@ backend far
 // connector is a running Connector daemon in dev mode.
 type connector struct {
 	*child
-	api  string // base URL of the control API
-	http *http.Client
+	api *controlapi.Client
 }
 
 func startConnector(bin, dir string) (*connector, error) {
@@ -274,11 +273,11 @@ func startConnector(bin, dir string) (*connector, error) {
 	if err != nil {
 		return nil, err
 	}
-	k := &connector{child: c, api: fmt.Sprintf("http://127.0.0.1:%d", apiPort), http: &http.Client{Timeout: 10 * time.Second}}
+	k := &connector{child: c, api: controlapi.New(fmt.Sprintf("http://127.0.0.1:%d", apiPort), &http.Client{Timeout: 10 * time.Second})}
 	end := time.Now().Add(15 * time.Second)
 	for {
-		body, err := k.post("/api/v2/status", url.Values{"mappingid": {"all"}})
-		if err == nil && strings.Contains(body, `"status":"running"`) {
+		st, err := k.api.Status(context.Background())
+		if err == nil && st.Status == "running" {
 			return k, nil
 		}
 		if c.exited() {
@@ -286,49 +285,31 @@ func startConnector(bin, dir string) (*connector, error) {
 		}
 		if time.Now().After(end) {
 			c.stop()
-			return nil, fmt.Errorf("the Connector's API at %s did not report running within 15s (last: %v %s); its output: %s", k.api, err, body, c.output())
+			return nil, fmt.Errorf("the Connector's API at %s did not report running within 15s (last: %v, status %q); its output: %s", k.api.Base, err, st.Status, c.output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-func (k *connector) post(path string, form url.Values) (string, error) {
-	resp, err := k.http.PostForm(k.api+path, form)
-	if err != nil {
-		return "", err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return string(b), err
-}
-
 // mapping is the reply to mapping/add.
 type mapping struct {
-	Status    string `json:"status"`
-	ID        string `json:"id"`
-	Port1     int    `json:"port1"`
-	Port2     int    `json:"port2"`
-	Passcode1 string `json:"passcode1"`
-	Error     string `json:"errormessage"`
+	ID           string
+	Port1, Port2 int
+	Passcode1    string
 }
 
 // addPublic adds a public mapping the way a Controller does, with room for
 // maxconn agent connections and a heartbeat threshold longer than the run.
 func (k *connector) addPublic(maxconn int) (mapping, error) {
-	spec := fmt.Sprintf(`{"type":"public","maxconnections":%d,"heartbeatabsencethreshold":3600000}`, maxconn)
-	body, err := k.post("/api/v2/mapping/add", url.Values{"mapping": {spec}})
+	r, err := k.api.Add(context.Background(), controlapi.Public(maxconn, 3600000))
 	if err != nil {
 		return mapping{}, fmt.Errorf("adding a public mapping: %w", err)
 	}
-	var m mapping
-	if err := json.Unmarshal([]byte(body), &m); err != nil || m.Status != "ok" {
-		return mapping{}, fmt.Errorf("adding a public mapping: the Connector answered %q", body)
-	}
-	return m, nil
+	return mapping{ID: r.ID, Port1: int(r.Port1), Port2: int(r.Port2), Passcode1: r.Passcode1}, nil
 }
 
 func (k *connector) remove(id string) {
-	k.post("/api/v2/mapping/remove", url.Values{"mappingid": {id}})
+	k.api.Remove(context.Background(), id)
 }
 
 // goMemory is the Go runtime's own account of the daemon's memory.
@@ -339,7 +320,7 @@ type goMemory struct {
 // goMemory reads the Go heap and stack bytes in use, if the daemon serves
 // Prometheus metrics on its API port.
 func (k *connector) goMemory() (goMemory, bool) {
-	resp, err := k.http.Get(k.api + "/metrics")
+	resp, err := k.api.HTTP.Get(k.api.Base + "/metrics")
 	if err != nil {
 		return goMemory{}, false
 	}

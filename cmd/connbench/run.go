@@ -322,7 +322,7 @@ func (b *bench) startAgentClient(ctx context.Context, k *connector, target strin
 	}
 	_, farPort, _ := net.SplitHostPort(target)
 	port, _ := strconv.Atoi(farPort)
-	// The Controller's settings for an agent's network container (PROTOCOL.md §5).
+	// The Controller's settings for an agent's network container (docs/protocol.md §5).
 	client, err := agentclient.New(agentclient.Config{
 		Mode: "public", Host: "127.0.0.1", Port: m.Port1, Passcode: m.Passcode1,
 		ConnectionCount: b.o.pool, LocalHost: "127.0.0.1", LocalPort: port,

@@ -7,15 +7,9 @@ import (
 	"log/slog"
 
 	"github.com/eclipse-iofog/iofog-connector/netcfg/firewall"
+	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
-
-// portGate opens and closes mapping ports in the firewall. The relay calls it
-// on every mapping add and remove.
-type portGate interface {
-	OpenPorts(ports ...uint16) error
-	ClosePorts(ports ...uint16) error
-}
 
 // newPortGate returns the firewall gate the config asks for, or nil when the
 // firewall is off, and a function that undoes what it set up.
@@ -29,7 +23,7 @@ type portGate interface {
 // On a plain host the firewall is off unless the config turns it on; then
 // the Connector applies an accept-only table for its ports and removes it on
 // exit. The returned gate also has Collector() for the metrics endpoint.
-func newPortGate(_ context.Context, cfg *schema.Config, appliance bool, log *slog.Logger) (portGate, func(), error) {
+func newPortGate(_ context.Context, cfg *schema.Config, appliance bool, log *slog.Logger) (relay.PortGate, func(), error) {
 	noop := func() {}
 	if !cfg.Firewall.On(appliance) {
 		log.Info("firewall off", "appliance", appliance)

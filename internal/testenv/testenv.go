@@ -5,6 +5,7 @@ package testenv
 
 import (
 	"os"
+	"os/exec"
 	"testing"
 )
 
@@ -46,4 +47,21 @@ func RequireQEMU(t testing.TB, ready func() (string, error)) string {
 		t.Fatalf("QEMU boot test: %v (or set %s=1 to skip)", err, SkipQEMU)
 	}
 	return dir
+}
+
+// SkipBrowser turns a missing Chromium into a skip for the tests that load
+// pages in a real browser.
+const SkipBrowser = "IOFOG_SKIP_BROWSER"
+
+// RequireChromium returns the path of Debian's chromium, or ends t saying
+// it is missing (a skip with SkipBrowser=1).
+func RequireChromium(t testing.TB) string {
+	t.Helper()
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	Missing(t, SkipBrowser, "needs a headless browser: Debian's chromium package (scripts/install-test-deps.sh installs it)")
+	return ""
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 	"github.com/eclipse-iofog/iofog-connector/netcfg/firewall"
 	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nstest"
 	"github.com/eclipse-iofog/iofog-connector/schema"
@@ -407,17 +408,9 @@ func TestForwardReachesTargetHost(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { ln.Close() })
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "%d %s", port, c.RemoteAddr().(*net.TCPAddr).IP)
-				c.Close()
-			}
-		}()
+		testpeer.Serve(t, ln, func(c net.Conn) {
+			fmt.Fprintf(c, "%d %s", port, c.RemoteAddr().(*net.TCPAddr).IP)
+		})
 	}
 
 	r := dropRules()

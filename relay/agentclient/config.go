@@ -23,7 +23,7 @@ import (
 )
 
 // Config mirrors the JSON config the Controller writes for an agent's
-// network container (PROTOCOL.md §5). Times are milliseconds.
+// network container (docs/protocol.md §5). Times are milliseconds.
 type Config struct {
 	Mode                      string `json:"mode"` // "public" or "private"
 	Host                      string `json:"host"`
@@ -72,7 +72,7 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Protocol constants (PROTOCOL.md §4.1).
+// Protocol constants (docs/protocol.md §4.2).
 const (
 	PasscodeLen = 36
 	Authorized  = "AUTHORIZED"

@@ -1,5 +1,5 @@
 // Package certs makes the self-signed TLS certificate and key that the
-// Connector serves in non-dev mode (PROTOCOL.md §1, §5): the Controller pins
+// Connector serves in non-dev mode (docs/protocol.md §2, §5): the Controller pins
 // the certificate as its only trusted root for this Connector and hands its
 // body to agents for the same purpose, so one self-signed certificate is both
 // the server's leaf and the trust anchor.

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 )
 
 func parse(t *testing.T, certPEM, keyPEM []byte) (*x509.Certificate, any) {
@@ -202,20 +204,10 @@ func TestServesTLSOnLoopback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(10 * time.Second))
-				io.Copy(c, c)
-			}()
-		}
-	}()
+	testpeer.Serve(t, ln, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		testpeer.Echo(c)
+	})
 	roots := x509.NewCertPool()
 	if !roots.AppendCertsFromPEM(certPEM) {
 		t.Fatal("certificate PEM not accepted as a root")

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
@@ -65,8 +66,9 @@ func Config(t testing.TB, n int) *schema.Config {
 type Instance struct {
 	*relay.Connector
 	Opts   relay.Options
-	Client *http.Client
-	Base   string // API base URL, e.g. http://127.0.0.1:41234
+	Client *http.Client       // shared with API: change its Transport for TLS
+	Base   string             // API base URL, e.g. http://127.0.0.1:41234
+	API    *controlapi.Client // the typed client, for calls that must succeed
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returned
 	err    error         // Run's result, set before done is closed
@@ -104,6 +106,7 @@ func Start(t testing.TB, opts relay.Options) *Instance {
 		scheme = "https"
 	}
 	in.Base = scheme + "://" + c.APIAddr().String()
+	in.API = controlapi.New(in.Base, in.Client)
 	t.Cleanup(func() { in.Stop(t) })
 	return in
 }
@@ -133,19 +136,19 @@ func (in *Instance) Wait(timeout time.Duration) (done bool, err error) {
 	}
 }
 
-// Post sends a form to an API path and decodes the JSON reply.
+// Post sends a form to an API path and decodes the JSON reply, whatever
+// the status: for tests of the replies themselves.
 func (in *Instance) Post(t testing.TB, path string, form url.Values) (int, map[string]any) {
 	t.Helper()
-	resp, err := in.Client.Post(in.Base+path, "application/x-www-form-urlencoded", strings.NewReader(form.Encode()))
+	code, body, err := in.API.Post(context.Background(), path, form)
 	if err != nil {
 		t.Fatalf("POST %s: %v", path, err)
 	}
-	defer resp.Body.Close()
 	var out map[string]any
-	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil {
+	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatalf("POST %s: reply is not JSON: %v", path, err)
 	}
-	return resp.StatusCode, out
+	return code, out
 }
 
 // Mapping is an add reply.
@@ -158,31 +161,30 @@ type Mapping struct {
 // AddPublic adds a public mapping as the Controller does.
 func (in *Instance) AddPublic(t testing.TB, max int, thresholdMS int) Mapping {
 	t.Helper()
-	return in.add(t, fmt.Sprintf(`{"type":"public","maxconnections":%d,"heartbeatabsencethreshold":%d}`, max, thresholdMS))
+	return in.add(t, controlapi.Public(max, int64(thresholdMS)))
 }
 
 // AddPrivate adds a private mapping as the Controller does.
 func (in *Instance) AddPrivate(t testing.TB, thresholdMS int) Mapping {
 	t.Helper()
-	return in.add(t, fmt.Sprintf(`{"type":"private","maxconnectionsport1":1, "maxconnectionsport2":1, "heartbeatabsencethresholdport1":%d, "heartbeatabsencethresholdport2":%d}`, thresholdMS, thresholdMS))
+	return in.add(t, controlapi.Private(1, int64(thresholdMS)))
 }
 
-func (in *Instance) add(t testing.TB, js string) Mapping {
+func (in *Instance) add(t testing.TB, req controlapi.AddRequest) Mapping {
 	t.Helper()
-	code, r := in.Post(t, "/api/v2/mapping/add", url.Values{"mapping": {js}})
-	if code != 200 || r["status"] != "ok" {
-		t.Fatalf("mapping/add %s: HTTP %d %v", js, code, r)
+	r, err := in.API.Add(context.Background(), req)
+	if err != nil || r.Status != "ok" {
+		t.Fatalf("mapping/add %s: %+v, %v", req.MappingJSON(), r, err)
 	}
-	return Mapping{ID: r["id"].(string), Port1: int(r["port1"].(float64)), Port2: int(r["port2"].(float64)),
-		Passcode1: r["passcode1"].(string), Passcode2: r["passcode2"].(string)}
+	return Mapping{ID: r.ID, Port1: int(r.Port1), Port2: int(r.Port2), Passcode1: r.Passcode1, Passcode2: r.Passcode2}
 }
 
 // Remove removes a mapping and fails the test if the Connector refuses.
 func (in *Instance) Remove(t testing.TB, id string) {
 	t.Helper()
-	code, r := in.Post(t, "/api/v2/mapping/remove", url.Values{"mappingid": {id}})
-	if code != 200 || r["status"] != "ok" {
-		t.Fatalf("mapping/remove %s: HTTP %d %v", id, code, r)
+	r, err := in.API.Remove(context.Background(), id)
+	if err != nil || r.Status != "ok" {
+		t.Fatalf("mapping/remove %s: %+v, %v", id, r, err)
 	}
 }
 

@@ -1,5 +1,5 @@
 // Package agent speaks the agent side of the Connector's data plane
-// (PROTOCOL.md §4.1) as thinly as possible: dial port1, send the 36-byte
+// (docs/protocol.md §4.2) as thinly as possible: dial port1, send the 36-byte
 // passcode, read AUTHORIZED. The benchmark uses it instead of a full agent
 // client so that only the Connector sits between client and far end, the
 // same single hop as every relay it is compared with.

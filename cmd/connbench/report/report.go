@@ -130,4 +130,3 @@ func Write(w io.Writer, rows []Row) error {
 func GBps(v float64) string      { return fmt.Sprintf("%.2f GB/s", v/1e9) }
 func SecPerGiB(v float64) string { return fmt.Sprintf("%.3f s/GiB", v) }
 func PerSec(v float64) string    { return fmt.Sprintf("%.0f /s", v) }
-func KiB(v float64) string       { return fmt.Sprintf("%.2f KiB", v/1024) }

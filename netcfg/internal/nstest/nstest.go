@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 	"github.com/eclipse-iofog/iofog-connector/netcfg/internal/nsutil"
 )
 
@@ -142,15 +143,6 @@ func Listen(t testing.TB, ns netns.NsHandle, addr string) net.Listener {
 	if err := Do(ns, func() (err error) { ln, err = net.Listen("tcp", addr); return err }); err != nil {
 		t.Fatalf("listen on %s: %v", addr, err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
+	testpeer.Serve(t, ln, testpeer.Close)
 	return ln
 }

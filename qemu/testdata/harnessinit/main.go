@@ -50,7 +50,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	if err := l.LoadBoot(ctx); err != nil {
+	if err := l.Load(ctx, l.Index().Load...); err != nil {
 		fmt.Println("HARNESS: boot modules:", err)
 	}
 	// Coldplug until the disk and eth0 show up (USB enumerates late).
