@@ -171,14 +171,17 @@ func testMessage(t *testing.T, i int) []byte {
 	return b
 }
 
-func TestFromAgentCarriesIoMessages(t *testing.T) {
-	in, _ := connector(t, true, 2)
+func TestFromAgentCarriesIoMessagesDev(t *testing.T) { testFromAgentCarriesIoMessages(t, true) }
+func TestFromAgentCarriesIoMessagesTLS(t *testing.T) { testFromAgentCarriesIoMessages(t, false) }
+
+func testFromAgentCarriesIoMessages(t *testing.T, dev bool) {
+	in, cert := connector(t, dev, 2)
 	m := in.AddPrivate(t, 60000)
 	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
 	defer cancel()
 	// The Controller's private configs: localhost iofog, localport 0.
-	cfgA := agentConfig("private", m.Port1, m.Passcode1, 1, 0, true, "")
-	cfgB := agentConfig("private", m.Port2, m.Passcode2, 1, 0, true, "")
+	cfgA := agentConfig("private", m.Port1, m.Passcode1, 1, 0, dev, cert)
+	cfgB := agentConfig("private", m.Port2, m.Passcode2, 1, 0, dev, cert)
 	cfgA.LocalHost, cfgB.LocalHost = "iofog", "iofog"
 	agA, agB := newFakeAgent(t, "container-a", cfgA), newFakeAgent(t, "container-b", cfgB)
 	ta, tb := runFromAgent(t, ctx, agA), runFromAgent(t, ctx, agB)

@@ -159,6 +159,7 @@ type runner struct {
 	tls   *tls.Config
 	agent *agentLink // private route carries IoMessages to and from it
 	log   *slog.Logger
+	local string // LocalAddr with "iofog" resolved, once per config
 
 	authorized, idle, sessions, dials, rejected, failures, echoes atomic.Int64
 }
@@ -178,6 +179,7 @@ func (r *runner) run(ctx context.Context) error {
 			return nil // ctx is done
 		}
 	}
+	r.local = resolveLocal(ctx, r.cfg.LocalAddr())
 	if r.cfg.Mode == "public" {
 		var wg sync.WaitGroup
 		for range r.cfg.Count() {
@@ -193,7 +195,7 @@ func (r *runner) run(ctx context.Context) error {
 	if r.cfg.LocalPort == 0 {
 		return r.runStdio(ctx)
 	}
-	ln, err := net.Listen("tcp", resolveLocal(ctx, r.cfg.LocalAddr()))
+	ln, err := net.Listen("tcp", r.local)
 	if err != nil {
 		return fmt.Errorf("private route: listen on localport: %w", err)
 	}
@@ -281,9 +283,9 @@ func (r *runner) servePublic(ctx context.Context, c *conn) {
 		return
 	}
 	r.sessions.Add(1)
-	local, err := r.t.opts.Dialer.DialContext(ctx, "tcp", resolveLocal(ctx, r.cfg.LocalAddr()))
+	local, err := r.t.opts.Dialer.DialContext(ctx, "tcp", r.local)
 	if err != nil {
-		r.log.Warn("cannot reach the local microservice; dropping the session", "local", r.cfg.LocalAddr(), "err", err)
+		r.log.Warn("cannot reach the local microservice; dropping the session", "local", r.local, "err", err)
 		return
 	}
 	defer local.Close()
