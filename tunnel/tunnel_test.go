@@ -264,3 +264,46 @@ func dialPublic(port int, dev bool) (net.Conn, error) {
 	// self-signed certificate.
 	return tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
 }
+
+// With no localport, a private route carries standard input and output
+// once (as netcat would), here against a peer that listens on a port.
+func TestPrivateRawStdio(t *testing.T) {
+	in, _ := connector(t, true, 2)
+	m := in.AddPrivate(t, 60000)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	lb := freePort(t)
+	runTunnel(t, ctx, agentConfig("private", m.Port2, m.Passcode2, 1, lb, true, ""))
+
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	ta := tunnel.New(tunnel.Options{Logger: relaytest.Logger(t), Stdin: inR, Stdout: outW})
+	done := make(chan error, 1)
+	go func() { done <- ta.RunConfig(ctx, agentConfig("private", m.Port1, m.Passcode1, 1, 0, true, "")) }()
+
+	b := dialLocal(t, ctx, lb)
+	defer b.Close()
+	msg := random(t, 200<<10)
+	go inW.Write(msg)
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(b, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("stdin -> peer: %v, or the bytes differ", err)
+	}
+	b.Write([]byte("answer"))
+	ans := make([]byte, 6)
+	if _, err := io.ReadFull(outR, ans); err != nil || string(ans) != "answer" {
+		t.Fatalf("peer -> stdout: %q, %v", ans, err)
+	}
+	// End of standard input ends the run once the route has nothing more.
+	inW.Close()
+	b.Close()
+	go io.Copy(io.Discard, outR)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("RunConfig: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the stdio run did not end after standard input did")
+	}
+}
