@@ -349,7 +349,7 @@ func (l *agentLink) route(ctx context.Context, c *conn) {
 		defer cancel()
 		br := bufio.NewReaderSize(c, 64<<10)
 		for {
-			msg, err := readRouteMessage(br, l.t.opts.MaxMessage)
+			msg, framed, err := readRouteMessage(br, l.t.opts.MaxMessage)
 			if err != nil {
 				if !errors.Is(err, io.EOF) && ctx.Err() == nil {
 					l.log.Warn("private route ended", "err", err)
@@ -359,6 +359,14 @@ func (l *agentLink) route(ctx context.Context, c *conn) {
 			}
 			if err := l.toAgent(ctx, msg); err != nil {
 				return
+			}
+			// A sender of bare messages waits for this ACK (up to two
+			// seconds) before its next message; one that wraps them does
+			// not expect it and would take it for data.
+			if !framed {
+				if _, err := c.Write([]byte(wire.Ack)); err != nil {
+					return
+				}
 			}
 		}
 	}()
@@ -374,9 +382,12 @@ func (l *agentLink) route(ctx context.Context, c *conn) {
 			}
 		}
 		l.retry = msg
-		buf := make([]byte, 0, len(msg)+len(wire.TxEnd))
-		buf = append(append(buf, msg...), wire.TxEnd...)
-		if _, err := c.Write(buf); err != nil {
+		// TXEND goes in its own write: some receivers recognise it only
+		// as a read of its own.
+		if _, err := c.Write(msg); err != nil {
+			return
+		}
+		if _, err := c.Write([]byte(wire.TxEnd)); err != nil {
 			return
 		}
 		l.retry = nil

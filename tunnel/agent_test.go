@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -312,5 +314,63 @@ func TestAgentMessageOverTheLimitIsRefused(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("nothing arrived after the oversize message")
+	}
+}
+
+// The other end of a private route may be another agent's older network
+// container. One kind sends bare IoMessages, each followed by TXEND in a
+// write of its own, and waits for ACK; another wraps each message as on
+// the websocket (0xD, length) and expects no ACK. The tunnel takes both,
+// acknowledges only the first kind, and sends bare messages and TXEND.
+func TestFromAgentSpeaksToOlderContainers(t *testing.T) {
+	in, _ := connector(t, true, 2)
+	m := in.AddPrivate(t, 60000)
+	ctx, cancel := context.WithTimeout(context.Background(), hangGuard)
+	defer cancel()
+	ag := newFakeAgent(t, "new", agentConfig("private", m.Port2, m.Passcode2, 1, 0, true, ""))
+	tn := runFromAgent(t, ctx, ag)
+	if err := tn.Wait(ctx, func(s tunnel.Stats) bool { return s.Authorized == 1 }); err != nil {
+		t.Fatal(err)
+	}
+	old, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", m.Port1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	old.SetDeadline(time.Now().Add(hangGuard))
+	io.WriteString(old, m.Passcode1)
+	auth := make([]byte, 10)
+	if _, err := io.ReadFull(old, auth); err != nil || string(auth) != "AUTHORIZED" {
+		t.Fatalf("old container not authorized: %q %v", auth, err)
+	}
+	wrapped, bare := testMessage(t, 7), testMessage(t, 8)
+	frame := append([]byte{0xD, 0, 0, 0, 0}, wrapped...)
+	binary.BigEndian.PutUint32(frame[1:5], uint32(len(wrapped)))
+	old.Write(append(frame, "TXEND"...))
+	old.Write(bare)
+	old.Write([]byte("TXEND"))
+	for i, want := range [][]byte{wrapped, bare} {
+		select {
+		case got := <-ag.received:
+			if !bytes.Equal(got, want) {
+				t.Fatalf("message %d from the old container arrived changed", i)
+			}
+		case <-ctx.Done():
+			t.Fatalf("message %d from the old container did not arrive", i)
+		}
+	}
+	back := testMessage(t, 9)
+	if err := ag.send(ctx, back); err != nil {
+		t.Fatal(err)
+	}
+	// One ACK (for the bare message only), then the message and TXEND.
+	want := append(append([]byte("ACK"), back...), "TXEND"...)
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(old, got); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		n := min(len(got), 16)
+		t.Fatalf("old container read %q..., want ACK, the message, TXEND", got[:n])
 	}
 }

@@ -203,42 +203,56 @@ func minimalBE(n int64) []byte {
 var errOutOfStep = errors.New("private route out of step: not an IoMessage followed by TXEND")
 
 // readRouteMessage reads one IoMessage and its TXEND from a private route
-// and returns the message bytes as they arrived. ACKs that some clients put
-// between messages are skipped. A message longer than max is refused
-// before it is read.
-func readRouteMessage(br *bufio.Reader, max int) ([]byte, error) {
+// and returns the message bytes as they arrived. Two forms exist among the
+// agents' network containers and both are read: the bare binary IoMessage
+// (acknowledged with ACK by the receiver), and the message wrapped as on the
+// agent's websocket (0xD, a 4-byte length, the message; no ACK). framed says
+// which one came. ACKs between messages are skipped. A message longer than
+// max is refused before it is read.
+func readRouteMessage(br *bufio.Reader, max int) (msg []byte, framed bool, err error) {
 	for {
 		p, err := br.Peek(3)
 		if err != nil {
 			if err == io.EOF && len(p) == 0 {
-				return nil, io.EOF
+				return nil, false, io.EOF
 			}
-			return nil, fmt.Errorf("read IoMessage from the route: %w", noEOF(err))
+			return nil, false, fmt.Errorf("read IoMessage from the route: %w", noEOF(err))
 		}
 		if string(p) != "ACK" {
 			break
 		}
 		br.Discard(3)
 	}
+	if p, _ := br.Peek(1); p[0] == codeMessage {
+		framed = true
+		h, err := br.Peek(5)
+		if err != nil {
+			return nil, true, fmt.Errorf("read IoMessage frame from the route: %w", noEOF(err))
+		}
+		if n := binary.BigEndian.Uint32(h[1:]); uint64(n) > uint64(max) {
+			return nil, true, fmt.Errorf("IoMessage of %d bytes on the route, more than the %d allowed", n, max)
+		}
+		br.Discard(5)
+	}
 	h, err := br.Peek(ioHeaderLen)
 	if err != nil {
-		return nil, fmt.Errorf("read IoMessage header from the route: %w", noEOF(err))
+		return nil, framed, fmt.Errorf("read IoMessage header from the route: %w", noEOF(err))
 	}
 	total, err := IoMessageLen(h)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", errOutOfStep, err)
+		return nil, framed, fmt.Errorf("%w: %v", errOutOfStep, err)
 	}
 	if total > max {
-		return nil, fmt.Errorf("IoMessage of %d bytes on the route, more than the %d allowed", total, max)
+		return nil, framed, fmt.Errorf("IoMessage of %d bytes on the route, more than the %d allowed", total, max)
 	}
-	msg := make([]byte, total+len(wire.TxEnd))
-	if _, err := io.ReadFull(br, msg); err != nil {
-		return nil, fmt.Errorf("read IoMessage from the route: %w", noEOF(err))
+	buf := make([]byte, total+len(wire.TxEnd))
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return nil, framed, fmt.Errorf("read IoMessage from the route: %w", noEOF(err))
 	}
-	if string(msg[total:]) != wire.TxEnd {
-		return nil, fmt.Errorf("%w: %q after the message", errOutOfStep, msg[total:])
+	if string(buf[total:]) != wire.TxEnd {
+		return nil, framed, fmt.Errorf("%w: %q after the message", errOutOfStep, buf[total:])
 	}
-	return msg[:total], nil
+	return buf[:total], framed, nil
 }
 
 func noEOF(err error) error {

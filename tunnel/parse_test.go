@@ -116,9 +116,14 @@ func FuzzDecodeIoMessage(f *testing.F) {
 		}
 		// And the route framing carries it unchanged.
 		framed := append(append([]byte("ACK"), data...), wire.TxEnd...)
-		got, err := readRouteMessage(bufio.NewReader(bytes.NewReader(framed)), len(data))
-		if err != nil || !bytes.Equal(got, data) {
+		got, wrapped, err := readRouteMessage(bufio.NewReader(bytes.NewReader(framed)), len(data))
+		if err != nil || wrapped || !bytes.Equal(got, data) {
 			t.Fatalf("route framing: %v", err)
+		}
+		// And wrapped as on the websocket, as other containers send it.
+		got, wrapped, err = readRouteMessage(bufio.NewReader(bytes.NewReader(append(messageFrame(data), wire.TxEnd...))), len(data))
+		if err != nil || !wrapped || !bytes.Equal(got, data) {
+			t.Fatalf("wrapped route framing: %v", err)
 		}
 	})
 }
@@ -131,7 +136,7 @@ func FuzzReadRouteMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReader(bytes.NewReader(data))
 		for range 100 {
-			msg, err := readRouteMessage(br, 1<<16)
+			msg, _, err := readRouteMessage(br, 1<<16)
 			if err != nil {
 				return
 			}
@@ -146,17 +151,20 @@ func TestRouteRefusesOversizeMessageBeforeReadingIt(t *testing.T) {
 	m := &IoMessage{ContentData: bytes.Repeat([]byte("x"), 1000)}
 	b, _ := m.Encode()
 	// Only the header is there: the length alone must be refused.
-	_, err := readRouteMessage(bufio.NewReader(bytes.NewReader(b[:ioHeaderLen])), 999)
+	_, _, err := readRouteMessage(bufio.NewReader(bytes.NewReader(b[:ioHeaderLen])), 999)
 	if err == nil || !strings.Contains(err.Error(), "more than the 999 allowed") {
 		t.Fatalf("oversize message: %v", err)
+	}
+	if _, _, err := readRouteMessage(bufio.NewReader(bytes.NewReader(messageFrame(b)[:5])), 999); err == nil || !strings.Contains(err.Error(), "more than the 999 allowed") {
+		t.Fatalf("oversize wrapped message: %v", err)
 	}
 	if _, err := parseMessageFrame(messageFrame(b), 999); err == nil {
 		t.Fatal("oversize websocket frame accepted")
 	}
-	if _, err := readRouteMessage(bufio.NewReader(bytes.NewReader(append(b, "TXENX"...))), 1<<20); err == nil {
+	if _, _, err := readRouteMessage(bufio.NewReader(bytes.NewReader(append(b, "TXENX"...))), 1<<20); err == nil {
 		t.Fatal("message without TXEND accepted")
 	}
-	if _, err := readRouteMessage(bufio.NewReader(bytes.NewReader(nil)), 1<<20); err != io.EOF {
+	if _, _, err := readRouteMessage(bufio.NewReader(bytes.NewReader(nil)), 1<<20); err != io.EOF {
 		t.Fatalf("empty route: %v, want EOF", err)
 	}
 }

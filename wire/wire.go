@@ -15,6 +15,9 @@ const (
 	Beat = "BEAT"
 	// TxEnd ends each IoMessage on a private route between two agents.
 	TxEnd = "TXEND"
+	// Ack is what a receiver of a bare IoMessage on a private route sends
+	// back once it has taken the message.
+	Ack = "ACK"
 )
 
 // IsBeat reports whether a chunk read from a data connection is a heartbeat
