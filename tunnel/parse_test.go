@@ -132,6 +132,7 @@ func FuzzReadRouteMessage(f *testing.F) {
 	m := &IoMessage{ID: "x", ContentData: []byte("TXEND")}
 	b, _ := m.Encode()
 	f.Add(append(b, "TXEND"...))
+	f.Add(append(messageFrame(b), "TXEND"...))
 	f.Add([]byte("ACKACK"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		br := bufio.NewReader(bytes.NewReader(data))
