@@ -54,6 +54,8 @@ type appliance struct {
 	API      API         `json:"api"`
 	Log      Log         `json:"log"`
 	Relay    Relay       `json:"relay"`
+
+	Discovery Discovery `json:"discovery"`
 }
 
 // CompileAppliance writes the appliance and daemon settings (everything but
@@ -63,6 +65,7 @@ func CompileAppliance(cfg *Config) ([]byte, error) {
 	a := appliance{
 		Hostname: cfg.Hostname, Network: cfg.Network, NTP: cfg.NTP, TLS: cfg.TLS,
 		Firewall: cfg.Firewall, API: cfg.API, Log: cfg.Log, Relay: cfg.Relay,
+		Discovery: cfg.Discovery,
 	}
 	if a.Network == nil {
 		a.Network = []Interface{}

@@ -29,6 +29,8 @@ type Config struct {
 	API      API         `json:"api"`
 	Log      Log         `json:"log"`
 	Relay    Relay       `json:"relay"`
+
+	Discovery Discovery `json:"discovery"`
 }
 
 // Interface configures one network interface. An empty Name means the first
@@ -158,3 +160,8 @@ type Relay struct {
 // Duration is a time.Duration written as a Go duration string ("10s") in
 // JSON, CUE and HCL alike.
 type Duration struct{ time.Duration }
+
+// Discovery configures the mDNS / DNS-SD announcement.
+type Discovery struct {
+	Enabled bool `json:"enabled"`
+}

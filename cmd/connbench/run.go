@@ -22,6 +22,7 @@ import (
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/report"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/traffic"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
+	"github.com/eclipse-iofog/iofog-connector/tunnel"
 )
 
 // The two directions of a public session. The far end stands in for the
@@ -40,11 +41,13 @@ const (
 	pHAProxy   = "haproxy"
 	pSocat     = "socat"
 	pConnector = "connector"
-	pAgent     = "connector+agent" // through the Connector and relay/agentclient to the far end
+	pAgent     = "connector+agent"  // through the Connector and relay/agentclient to the far end
+	pTunnel    = "connector+tunnel" // through the Connector and the tunnel subcommand's code to the far end
+	pSplice2   = "splice2"          // two minimal splice relays in a row: the whole path's reference
 )
 
 func peerOrder() []string {
-	return []string{pDirect, pSplice, pCopy, pHAProxy, pSocat, pConnector, pAgent}
+	return []string{pDirect, pSplice, pCopy, pHAProxy, pSocat, pConnector, pAgent, pTunnel, pSplice2}
 }
 
 // copyBuf is the copy relay's buffer, the size the Connector reads agent
@@ -222,6 +225,14 @@ func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
 		} else {
 			b.peers[pCopy] = p
 		}
+		if first, ok := b.peers[pSplice]; !ok {
+			b.missing[pSplice2] = "the first splice relay did not start"
+		} else if p, err := startSplice(self, first.addr, 0); err != nil {
+			b.missing[pSplice2] = err.Error()
+		} else {
+			p.pid = 0 // two processes: its CPU is not charged
+			b.peers[pSplice2] = p
+		}
 	}
 	starters := map[string]func() (peer, error){
 		pSocat:   func() (peer, error) { return startSocat(target) },
@@ -268,7 +279,37 @@ func (b *bench) startPeers(ctx context.Context, dir, target string) *connector {
 	} else {
 		b.peers[pAgent] = p
 	}
+	if p, err := b.startTunnel(ctx, k, target); err != nil {
+		b.missing[pTunnel] = err.Error()
+	} else {
+		b.peers[pTunnel] = p
+	}
 	return k
+}
+
+// startTunnel puts the tunnel (the agent-side subcommand's code) between the
+// Connector and the far end, configured as the Controller configures an
+// agent's network container. Its CPU is not charged (it runs inside
+// connbench).
+func (b *bench) startTunnel(ctx context.Context, k *connector, target string) (peer, error) {
+	m, err := k.addPublic(b.o.pool)
+	if err != nil {
+		return peer{}, err
+	}
+	_, farPort, _ := net.SplitHostPort(target)
+	port, _ := strconv.Atoi(farPort)
+	tn := tunnel.New(tunnel.Options{BackoffMin: 10 * time.Millisecond, BackoffMax: time.Second})
+	go tn.RunConfig(ctx, tunnel.Config{
+		Mode: "public", Host: "127.0.0.1", Port: m.Port1, Passcode: m.Passcode1,
+		ConnectionCount: b.o.pool, LocalHost: "127.0.0.1", LocalPort: port,
+		HeartbeatFrequency: 20000, HeartbeatAbsenceThreshold: 60000, DevMode: true,
+	})
+	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := tn.Wait(wctx, func(s tunnel.Stats) bool { return s.Idle >= int64(b.o.pool) }); err != nil {
+		return peer{}, fmt.Errorf("tunnel: pooled connections not up within 15s: %w", err)
+	}
+	return peer{name: pTunnel, addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(m.Port2))}, nil
 }
 
 // startAgentClient puts the project's agent client between the Connector and
@@ -516,6 +557,10 @@ func label(name string) string {
 		return "Connector"
 	case pAgent:
 		return "Connector + agent client"
+	case pTunnel:
+		return "Connector + tunnel"
+	case pSplice2:
+		return "two splice relays"
 	}
 	return name
 }
@@ -556,6 +601,8 @@ func (b *bench) streamRows() []report.Row {
 			cmp(pConnector, pSocat, report.Target{}),
 			cmp(pConnector, pDirect, report.Target{}),
 			cmp(pAgent, pSplice, report.Target{}),
+			cmp(pTunnel, pSplice2, report.Target{AtLeast: true, Limit: 0.8, OnRatio: true}),
+			cmp(pAgent, pSplice2, report.Target{}),
 			cmp(pSplice, pDirect, report.Target{}),
 			cmp(pCopy, pDirect, report.Target{}),
 			cmp(pHAProxy, pDirect, report.Target{}),
@@ -606,6 +653,8 @@ func (b *bench) setupRows() []report.Row {
 			cmp(pConnector, pSplice, report.Target{AtLeast: true, Limit: 1.0, OnRatio: true}),
 			cmp(pConnector, pDirect, report.Target{}),
 			cmp(pAgent, pSplice, report.Target{}),
+			cmp(pTunnel, pSplice2, report.Target{}),
+			cmp(pAgent, pSplice2, report.Target{}),
 			cmp(pSplice, pDirect, report.Target{}),
 			cmp(pHAProxy, pDirect, report.Target{}),
 			cmp(pSocat, pDirect, report.Target{}),

@@ -137,6 +137,9 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		fmt.Fprintf(env.stderr, "iofog-connector: %v\n", err)
 		return 1
 	}
+	actx, stopAnnounce := context.WithCancel(ctx)
+	defer stopAnnounce()
+	announce(actx, cfg, c, env.version, log)
 	page, err := statuspage.New(statuspage.Options{Connector: c, Started: started, ApplianceStatus: *applianceStatus, Logger: log})
 	if err != nil {
 		fmt.Fprintf(env.stderr, "iofog-connector: status page: %v\n", err)

@@ -108,7 +108,7 @@ func startDaemonIn(t *testing.T, conf, stateDir string, extra ...string) ([]stri
 }
 
 func TestDaemonCommandsDevMode(t *testing.T) {
-	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"0.0.0.0","dev":true,"api":{"http_port":%d}}`,
+	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"0.0.0.0","dev":true,"api":{"http_port":%d},"discovery":{"enabled":false}}`,
 		relaytest.FreePorts(t, 4), freeTCPPort(t))
 	flags, exit, logs := startDaemon(t, conf)
 	if !strings.Contains(logs.String(), "iofog-connector is up and running") || !strings.Contains(logs.String(), "mappings=0") {
@@ -162,7 +162,7 @@ func TestDaemonCommandsTLSModeTrustTheLocalCertificate(t *testing.T) {
 	if err := certs.WritePair(tlsDir, certPEM, keyPEM, false); err != nil {
 		t.Fatal(err)
 	}
-	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":false,"api":{"https_port":%d}}`,
+	conf := fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":false,"api":{"https_port":%d},"discovery":{"enabled":false}}`,
 		relaytest.FreePorts(t, 4), freeTCPPort(t))
 	flags, _, _ := startDaemon(t, conf, "--tls-dir", tlsDir)
 	code, out := cli(t, cmdMapping, append([]string{"add", "--type", "public"}, flags...)...)
@@ -182,7 +182,7 @@ func TestDaemonCommandsTLSModeTrustTheLocalCertificate(t *testing.T) {
 func TestRunRefusesMissingTLSFilesNamingThem(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "c.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":false,"api":{"https_port":%d}}`,
+	os.WriteFile(conf, []byte(fmt.Sprintf(`{"ports":[%q],"exclude":[],"broker":12345,"address":"127.0.0.1","dev":false,"api":{"https_port":%d},"discovery":{"enabled":false}}`,
 		relaytest.FreePorts(t, 2), freeTCPPort(t))), 0o644)
 	code, out := cli(t, cmdRun, "--config", conf, "--state-dir", dir, "--tls-dir", dir)
 	if code != 1 || !strings.Contains(out, filepath.Join(dir, "server-cert.pem")) {

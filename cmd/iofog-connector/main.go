@@ -44,6 +44,8 @@ func commands() []command {
 		{"compile", "compile a config file to the original's JSON settings", cmdCompile},
 		{"schema", "print the CUE schema that configs are checked against", cmdSchema},
 		{"cert", "write a TLS certificate and key for the non-dev mode", cmdCert},
+		{"tunnel", "agent side: carry a mapping to a local service or the ioFog agent", cmdTunnel},
+		{"discover", "list the Connectors that announce themselves on the LAN", cmdDiscover},
 		{"version", "print version, commit and Go version", cmdVersion},
 		{"help", "print this help", nil},
 	}
