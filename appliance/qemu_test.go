@@ -160,7 +160,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	if err := os.WriteFile(good, []byte(fixedConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := image.RewriteConfig(res.Image, good, nil); err != nil {
+	if _, err := image.RewriteConfig(ctx, res.Image, good, nil); err != nil {
 		t.Fatal(err)
 	}
 

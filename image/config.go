@@ -1,6 +1,7 @@
 package image
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,11 +9,37 @@ import (
 	"time"
 )
 
-// RewriteConfig replaces the config on the boot partition of the image at
-// img with the file cfg, without rebuilding the image. The config is
+// RewriteConfig replaces the config on the config partition of the image
+// at img with the file cfg, without rebuilding the image. The config is
 // validated first (when validate is not nil); the other config names are
-// removed so the new file is the one the appliance uses.
-func RewriteConfig(img, cfg string, validate func(name string, data []byte) error) error {
+// removed so the new file is the one the appliance uses. The file system
+// is left as fsck.fat wants it (the old file's clusters freed, the free
+// count right). Then img.xz (when there is one) and img.sha256 are made
+// again from the new image, so every file the README flashes carries the
+// new config; it returns the files it rewrote.
+func RewriteConfig(ctx context.Context, img, cfg string, validate func(name string, data []byte) error) ([]string, error) {
+	if err := rewriteConfig(img, cfg, validate); err != nil {
+		return nil, err
+	}
+	if err := refixFAT(img, Label); err != nil {
+		return nil, err
+	}
+	done := []string{img}
+	xz := ""
+	if _, err := os.Stat(img + ".xz"); err == nil {
+		if xz, err = compress(ctx, img); err != nil {
+			return done, err
+		}
+		done = append(done, xz)
+	}
+	sums, err := writeSums(img, xz)
+	if err != nil {
+		return done, err
+	}
+	return append(done, sums), nil
+}
+
+func rewriteConfig(img, cfg string, validate func(name string, data []byte) error) error {
 	name, err := ConfigName(cfg)
 	if err != nil {
 		return err

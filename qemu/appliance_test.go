@@ -56,7 +56,7 @@ func TestApplianceBoots(t *testing.T) {
 			if err := os.WriteFile(cfg, []byte(bootTestConfig), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			err = image.RewriteConfig(res.Image, cfg, func(name string, data []byte) error {
+			_, err = image.RewriteConfig(ctx, res.Image, cfg, func(name string, data []byte) error {
 				_, err := schema.LoadBytes(name, data)
 				return err
 			})
