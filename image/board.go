@@ -138,14 +138,11 @@ func firewallModules() []string {
 func firewallOptional() []string { return []string{"nft_counter", "nft_log", "nft_fib_inet"} }
 
 // fsModules let the kernel mount the config partition (vfat will not mount
-// without the code pages) and the data partition (ext4's metadata checksums
-// need crc32c; Debian builds ext4, jbd2 and mbcache in, see fsOptional).
+// without the code pages) and the data partition (ext4 with its journal;
+// its metadata checksums need crc32c).
 func fsModules() []string {
-	return []string{"vfat", "nls_cp437", "nls_ascii", "nls_utf8", "crc16", "crc32c_generic"}
+	return []string{"vfat", "nls_cp437", "nls_ascii", "nls_utf8", "crc16", "crc32c_generic", "mbcache", "jbd2", "ext4"}
 }
-
-// fsOptional are carried when a kernel builds them as modules.
-func fsOptional() []string { return []string{"ext4", "jbd2", "mbcache"} }
 
 // Panic behaviour: images for users reboot 10 s after a kernel panic so a
 // board in a cupboard comes back by itself. Under QEMU the harness passes
@@ -166,7 +163,7 @@ func Boards() []Board {
 				// the watchdog of QEMU's -device i6300esb.
 				[]string{"button", "evdev", "i6300esb"},
 			),
-			Optional: concat([]string{"efivarfs"}, fsOptional(), firewallOptional()),
+			Optional: concat([]string{"efivarfs"}, firewallOptional()),
 			Cmdline:  "console=ttyS0,115200 " + userCmdline,
 			DiskSize: 256 << 20,
 			Boot:     BootUKI,
@@ -191,7 +188,7 @@ func Boards() []Board {
 				// QEMU's arm64 "virt" machine, the fast way to boot this image in tests.
 				[]string{"virtio_rng", "virtio_pci", "virtio_net", "virtio_blk", "virtio_mmio"},
 			),
-			Optional: concat([]string{"efivarfs"}, fsOptional(), firewallOptional()),
+			Optional: concat([]string{"efivarfs"}, firewallOptional()),
 			// ttyAMA0 is the PL011 (QEMU's first serial port; GPIO 14/15 on a
 			// Pi with Bluetooth off); ttyS1 is the mini UART on GPIO 14/15 of a
 			// stock Pi 3/4. The last one is /dev/console.

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/appliance/status"
 )
 
 // Options say what to build.
@@ -445,22 +447,5 @@ const StatusSize = 16 << 10
 // StatusPlaceholder is STATUS.txt as the image build makes it.
 func StatusPlaceholder() []byte {
 	text := "ioFog Connector appliance\n=========================\nNot booted yet. The appliance rewrites this file at every boot.\n"
-	return PadStatus([]byte(text), StatusSize)
-}
-
-// PadStatus fits text to exactly size bytes: cut with a note when too
-// long, else padded with spaces and a final newline (so editors show no
-// binary junk).
-func PadStatus(text []byte, size int) []byte {
-	const cut = "\n[... cut: STATUS.txt has a fixed size]\n"
-	if len(text) > size-1 {
-		text = append(text[:max(0, size-1-len(cut))], cut...)
-	}
-	out := make([]byte, size)
-	n := copy(out, text)
-	for i := n; i < size-1; i++ {
-		out[i] = ' '
-	}
-	out[size-1] = '\n'
-	return out
+	return status.Pad([]byte(text), StatusSize)
 }

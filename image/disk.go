@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path"
@@ -642,6 +643,58 @@ func PartitionExtent(p, label string) (off, size int64, err error) {
 	return 0, 0, fmt.Errorf("image %s: %w %s", p, ErrNoPartition, label)
 }
 
+// extractPartition copies the partition labelled label of the image at p
+// into a temporary file (the caller removes it).
+func extractPartition(p, label string) (*os.File, error) {
+	off, size, err := PartitionExtent(p, label)
+	if err != nil {
+		return nil, err
+	}
+	tmp, err := os.CreateTemp("", "iofog-part-")
+	if err != nil {
+		return nil, err
+	}
+	in, err := os.Open(p)
+	if err == nil {
+		_, err = io.Copy(tmp, io.NewSectionReader(in, off, size))
+		in.Close()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
+		return nil, err
+	}
+	return tmp, nil
+}
+
+// ReadDataFile returns the file name (e.g. "state/configs.json") of the
+// ext4 data partition of the image at p, read with e2fsprogs' debugfs
+// (read-only, on a copy).
+func ReadDataFile(p, name string) ([]byte, error) {
+	tmp, err := extractPartition(p, DataLabel)
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(tmp.Name())
+	prog, err := lookTool("debugfs")
+	if err != nil {
+		return nil, fmt.Errorf("%w (apt-get install e2fsprogs)", err)
+	}
+	cmd := exec.Command(prog, "-R", "cat /"+strings.TrimPrefix(name, "/"), tmp.Name())
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("debugfs: %w: %s", err, stderr.String())
+	}
+	if msg := stderr.String(); strings.Contains(msg, "not found") || strings.Contains(msg, "No such") {
+		return nil, fmt.Errorf("image %s: data partition: %s: %w", p, name, fs.ErrNotExist)
+	}
+	return out, nil
+}
+
 // ErrNoPartition is PartitionExtent's error for a label not in the image.
 var ErrNoPartition = errors.New("no partition labelled")
 
@@ -651,26 +704,11 @@ var ErrNoPartition = errors.New("no partition labelled")
 // the checker found anything (for FAT: any line beyond its banner and
 // summary, save the dirty bit a power cut leaves).
 func CheckPartition(p, label string) (string, error) {
-	off, size, err := PartitionExtent(p, label)
-	if err != nil {
-		return "", err
-	}
-	tmp, err := os.CreateTemp("", "iofog-part-")
+	tmp, err := extractPartition(p, label)
 	if err != nil {
 		return "", err
 	}
 	defer os.Remove(tmp.Name())
-	defer tmp.Close()
-	in, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	_, err = io.Copy(tmp, io.NewSectionReader(in, off, size))
-	in.Close()
-	if err != nil {
-		return "", err
-	}
-	tmp.Close()
 	isExt4 := isExt4Label(tmp.Name())
 	tool, args := "fsck.fat", []string{"-n", tmp.Name()}
 	if isExt4 {

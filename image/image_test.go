@@ -205,7 +205,7 @@ func checkInitramfs(t *testing.T, data, bin []byte, drivers []string) {
 			t.Errorf("index names %s at %s, not in the initramfs", m.Name, m.File)
 		}
 	}
-	for _, want := range []string{"vfat", "nls_cp437", "nls_ascii", "nf_tables", "nft_ct", "nft_masq"} {
+	for _, want := range []string{"vfat", "nls_cp437", "nls_ascii", "ext4", "jbd2", "crc32c_generic", "nf_tables", "nft_ct", "nft_masq"} {
 		if !slices.Contains(ix.Load, want) {
 			t.Errorf("boot load list %v lacks %s", ix.Load, want)
 		}
