@@ -203,10 +203,9 @@ func churn(t *testing.T, api string, rng *rand.Rand, acked map[string]mapping, d
 
 func addMapping(t *testing.T, api string) mapping {
 	t.Helper()
-	r := apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"private","maxconnections":1,"heartbeatabsencethreshold":200000}`}})
-	m := mapping{ID: fmt.Sprint(r["id"]), Port1: int(r["port1"].(float64)), Port2: int(r["port2"].(float64)),
-		Pass1: fmt.Sprint(r["passcode1"]), Pass2: fmt.Sprint(r["passcode2"])}
-	return m
+	r := apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
+	str := func(k string) string { s, _ := r[k].(string); return s }
+	return mapping{ID: str("id"), Port1: int(r["port1"].(float64)), Port2: int(r["port2"].(float64)), Pass1: str("passcode1"), Pass2: str("passcode2")}
 }
 
 func listMappings(t *testing.T, api string) map[string]mapping {

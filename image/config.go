@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"strings"
 	"time"
 )
@@ -82,4 +83,30 @@ func rewriteConfig(img, cfg string, validate func(name string, data []byte) erro
 		return err
 	}
 	return errors.Join(closeDisk())
+}
+
+// WriteBootFiles adds files to the config partition (IOFOG) of the image at
+// img, creating their directories, and leaves the FAT as fsck.fat wants it.
+// Tests use it to make a card of the first layout, which kept state/ there.
+func WriteBootFiles(img string, files []File) error {
+	fs, closeDisk, err := OpenBootFS(img, true)
+	if err != nil {
+		return err
+	}
+	for _, f := range files {
+		if dir := path.Dir(f.Path); dir != "." {
+			if err := fs.Mkdir("/" + dir); err != nil {
+				closeDisk()
+				return fmt.Errorf("image %s: mkdir %s: %w", img, dir, err)
+			}
+		}
+		if err := writeFile(fs, "/"+f.Path, f.Data); err != nil {
+			closeDisk()
+			return fmt.Errorf("image %s: %w", img, err)
+		}
+	}
+	if err := closeDisk(); err != nil {
+		return err
+	}
+	return refixFAT(img, Label)
 }
