@@ -99,10 +99,11 @@ func (s *system) setPaths() {
 }
 
 // legacy is what a card of the first layout kept on its FAT, relative to
-// the boot partition, and where it goes on the data partition.
+// the boot partition, and where it goes on the data partition. tls/ stays:
+// a pair there is used as the user's own, as before, and a laptop can
+// still reach it.
 var legacy = []struct{ from, to string }{
 	{StateSubdir, StateSubdir},
-	{TLSSubdir, TLSSubdir},
 	{LogFile, LogFile},
 	{LogFile + ".1", LogFile + ".1"},
 }
@@ -110,8 +111,7 @@ var legacy = []struct{ from, to string }{
 // migrate moves the state an older card kept on the FAT to the data
 // partition: every file is copied and fsynced first; only then are the
 // FAT copies removed (with the FAT briefly writable and synchronous). A
-// file the data partition already has is newer there and is kept. A
-// certificate pair the user put in tls/ stays on the boot partition.
+// file the data partition already has is newer there and is kept.
 func (s *system) migrate() error {
 	var moved, removeLater []string
 	for _, l := range legacy {
@@ -122,9 +122,6 @@ func (s *system) migrate() error {
 		}
 		if err != nil {
 			return err
-		}
-		if l.from == TLSSubdir && s.tlsDir == src {
-			continue // the user's own pair: it belongs there
 		}
 		var files []string
 		if st.IsDir() {
