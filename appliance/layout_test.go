@@ -64,8 +64,8 @@ func TestFirstBootGrowsAndMigrates(t *testing.T) {
 
 	vm, _ := boot(ctx, t, res.Image, cache, []qemu.Forward{{Guest: 8080}})
 	api := "http://" + vm.Addr(8080)
-	grown := waitConsole(ctx, t, vm, 0, `msg="data partition grown to fill the disk".* took=\S+ms`, bootTimeout)
-	if m := regexp.MustCompile(`took=(\S+)`).FindStringSubmatch(grown); m != nil {
+	grown := waitConsole(ctx, t, vm, 0, `msg="data partition grown to fill the disk".* took=\S+\s`, bootTimeout)
+	if m := regexp.MustCompile(`took=(\S+)`).FindStringSubmatch(grown); m != nil { // e.g. 198ms
 		t.Logf("first-boot grow of the data partition to a %d MiB disk took %s (guest clock)", diskSize>>20, m[1])
 	}
 	waitConsole(ctx, t, vm, 0, `msg="moved state from the boot partition to the data partition".*`, bootTimeout)
