@@ -17,6 +17,10 @@ import (
 	"github.com/eclipse-iofog/iofog-connector/qemu"
 )
 
+// powerBootTimeout guards each boot of the power-cut test: twice the other
+// tests' guard, because its many boots meet whatever else the machine runs.
+const powerBootTimeout = 2 * bootTimeout
+
 // powerCutConfig: dev mode (plain HTTP API on 8080) and a pool the churn
 // cannot exhaust.
 const powerCutConfig = `ports:   ["6000-6100"]
@@ -101,7 +105,7 @@ func TestPowerCut(t *testing.T) {
 				time.Sleep(d)
 				t.Logf("cut %s after QEMU started", d.Round(time.Millisecond))
 			case "during churn":
-				waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+				waitConsole(ctx, t, vm, 0, `Connector is up.*`, powerBootTimeout)
 				upTime = time.Since(start)
 				// The plug is pulled while the churn runs, requests in flight.
 				stop, done := make(chan struct{}), make(chan [2]int)
@@ -117,7 +121,7 @@ func TestPowerCut(t *testing.T) {
 				n := <-done
 				t.Logf("cut %s into a churn (%d adds and %d removes acknowledged); %d mappings expected", d, n[0], n[1], len(acked))
 			case "right after an acknowledgement":
-				waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+				waitConsole(ctx, t, vm, 0, `Connector is up.*`, powerBootTimeout)
 				upTime = time.Since(start)
 				m := addMapping(t, api)
 				acked[m.ID] = m
@@ -134,7 +138,7 @@ func TestPowerCut(t *testing.T) {
 			// The next boot of the same disk.
 			vm, _ = boot(ctx, t, res.Image, cache, []qemu.Forward{{Guest: 8080}})
 			api = "http://" + vm.Addr(8080)
-			waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+			waitConsole(ctx, t, vm, 0, `Connector is up.*`, powerBootTimeout)
 			list := listMappings(t, api)
 			for id, want := range acked {
 				got, ok := list[id]

@@ -43,6 +43,7 @@ func TestApplianceBoots(t *testing.T) {
 	for _, c := range []struct{ board, goarch string }{{"x86_64", "amd64"}, {"rpi", "arm64"}} {
 		t.Run(c.board, func(t *testing.T) {
 			t.Parallel()
+			boardT := t // the VM after the power cut outlives that subtest
 			cache := requireQEMU(t, c.board)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
@@ -101,7 +102,7 @@ func TestApplianceBoots(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Cleanup(vm.Stop)
+				boardT.Cleanup(vm.Stop)
 				api = "http://" + vm.Addr(8081) + "/api/v2/"
 				waitAPI(ctx, t, vm, api+"status", url.Values{"mappingid": {"all"}}, 5*time.Minute)
 				after, err := post(ctx, api+"mapping/list", nil)
