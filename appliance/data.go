@@ -88,6 +88,9 @@ func (s *system) setPaths() {
 	}}
 	if s.bootPart != nil {
 		w.Path = filepath.Join(BootDir, StatusFile)
+		if err := s.ensureStatusFile(); err != nil {
+			s.log.Error("cannot make STATUS.txt on the boot partition", "err", err)
+		}
 		boot := s.bootPart
 		w.Save = func(b []byte) error { return boot.RewriteInPlace(StatusFile, b, status.Pad) }
 	} else if err := os.MkdirAll(volatileDir, 0o755); err != nil {
@@ -96,6 +99,32 @@ func (s *system) setPaths() {
 	s.stMu.Lock()
 	s.statusW = w
 	s.stMu.Unlock()
+}
+
+// ensureStatusFile puts back a STATUS.txt someone deleted (or emptied) on
+// a laptop, at its full size: a one-off change of the FAT at boot, in a
+// synchronous window, so that every later write is in place.
+func (s *system) ensureStatusFile() error {
+	p := filepath.Join(BootDir, StatusFile)
+	if st, err := os.Stat(p); err == nil && st.Size() >= status.FileSize/4 {
+		return nil
+	}
+	s.log.Warn("STATUS.txt is missing or too small on the boot partition; making it again", "size", status.FileSize)
+	return s.bootPart.Writable(func() error {
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(status.Pad(nil, status.FileSize)); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		return f.Close()
+	})
 }
 
 // legacy is what a card of the first layout kept on its FAT, relative to

@@ -442,7 +442,7 @@ const StatusFile = "STATUS.txt"
 
 // StatusSize is STATUS.txt's fixed size: the appliance rewrites it in
 // place, padded, and never grows it.
-const StatusSize = 16 << 10
+const StatusSize = status.FileSize
 
 // StatusPlaceholder is STATUS.txt as the image build makes it.
 func StatusPlaceholder() []byte {

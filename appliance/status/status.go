@@ -255,6 +255,10 @@ func (w *Writer) flushLocked() {
 	w.writes++
 }
 
+// FileSize is STATUS.txt's size on the boot partition: the image build
+// makes it so, and the appliance rewrites it in place without changing it.
+const FileSize = 16 << 10
+
 // Pad fits text to exactly size bytes, for a STATUS.txt of fixed size: cut
 // with a note when too long, else padded with spaces and a final newline
 // (so an editor shows no binary junk).
