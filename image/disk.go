@@ -728,13 +728,17 @@ func CheckPartition(p, label string) (string, error) {
 	}
 	var problems []string
 	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		l = strings.TrimSpace(l)
 		switch {
 		case strings.HasPrefix(l, "fsck.fat "), strings.HasPrefix(l, label+": "), l == "":
-		case strings.Contains(l, "dirty bit"), strings.Contains(l, "Automatically removing dirty bit"),
-			strings.Contains(l, "Leaving filesystem unchanged"), strings.Contains(l, "not properly unmounted"),
-			strings.Contains(l, "Some data may be corrupt"), strings.Contains(l, "Remove dirty bit"),
-			strings.Contains(l, "No action"):
-			// What a power cut during a write leaves: the dirty bit only.
+		// What a power cut while the FAT is writable leaves: Linux's dirty
+		// flag, in the boot sector's byte 65 (so it differs from the
+		// backup there, and only there) and fsck.fat's dirty bit.
+		case l == "There are differences between boot sector and its backup.",
+			strings.HasPrefix(l, "This is mostly harmless. Differences:"),
+			l == "65:01/00", l == "Not automatically fixing this.",
+			strings.Contains(l, "Dirty bit is set"), strings.Contains(l, "dirty bit"),
+			l == "Leaving filesystem unchanged.":
 		default:
 			problems = append(problems, l)
 		}

@@ -372,3 +372,51 @@ func TestRewriteConfig(t *testing.T) {
 		t.Errorf("config.txt as the config name gave %v; want a refusal by name", err)
 	}
 }
+
+// CheckPartition is what the power-cut tests trust: it must let through the
+// dirty flag a cut leaves while the FAT is writable, and catch what a cut
+// used to leave (a file whose clusters the FAT marks free).
+func TestCheckPartition(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "x86.img")
+	build(t, "x86_64", img, time.Unix(1700000000, 0))
+	off, _, err := PartitionExtent(img, Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Linux's "mounted, not cleanly unmounted" flag in the boot sector.
+	if _, err := f.WriteAt([]byte{1}, off+0x41); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := CheckPartition(img, Label); err != nil {
+		t.Errorf("dirty flag only: %v\n%s", err, out)
+	}
+	// STATUS.txt's first cluster marked free in the FAT.
+	v, err := readFAT(f, off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := v.dirEntries(f, v.rootCluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status uint32
+	for _, e := range entries {
+		if string(e.name[:]) == "STATUS  TXT" {
+			status = e.cluster
+		}
+	}
+	if status < 2 {
+		t.Fatalf("no STATUS.txt in the root directory: %+v", entries)
+	}
+	if _, err := f.WriteAt(make([]byte, 4), off+int64(v.reserved)*int64(v.bps)+int64(status)*4); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := CheckPartition(img, Label); err == nil {
+		t.Errorf("a file on a free cluster passed the check:\n%s", out)
+	}
+}
