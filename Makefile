@@ -17,7 +17,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED := 0
 export IOFOG_CACHE := $(CACHE)
 
-.PHONY: all deps build run check test test-short bench fuzz fetch image qemu packages clean
+.PHONY: all deps build run check test test-short test-long bench fuzz fetch image qemu packages clean
 
 all: build
 
@@ -49,6 +49,11 @@ check:
 ## test: the checks, then every test, including root (namespaces, nftables) and QEMU boot tests
 test: deps fetch check
 	$(GO) test -count=1 -timeout 60m ./...
+
+## test-long: the power-cut test on the real x86 image, POWERCUTS cuts (default 20; make test runs 3)
+POWERCUTS ?= 20
+test-long: deps fetch
+	mkdir -p $(OUT); set -o pipefail; IOFOG_POWERCUTS=$(POWERCUTS) $(GO) test -count=1 -v -timeout 8h -run '^TestPowerCut$$' ./appliance/ 2>&1 | grep -v 'console: ' | tee $(OUT)/powercut.txt
 
 ## test-short: unit tests only (no root, no QEMU, no browser)
 test-short:

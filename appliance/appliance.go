@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -28,6 +29,7 @@ import (
 
 	"github.com/eclipse-iofog/iofog-connector/appliance/bootconfig"
 	"github.com/eclipse-iofog/iofog-connector/appliance/bootpart"
+	"github.com/eclipse-iofog/iofog-connector/appliance/datapart"
 	"github.com/eclipse-iofog/iofog-connector/appliance/logfile"
 	"github.com/eclipse-iofog/iofog-connector/appliance/reaper"
 	"github.com/eclipse-iofog/iofog-connector/appliance/status"
@@ -42,17 +44,20 @@ type Options struct {
 	Version string // shown on the console and in STATUS.txt
 }
 
-// Where things live on the appliance. The boot partition is the only
-// persistent storage; everything else is the initramfs, in RAM.
+// Where things live on the appliance. The boot partition (FAT, IOFOG)
+// holds what the user edits and reads and is mounted read-only; the data
+// partition (ext4, IOFOG-DATA) holds everything the appliance keeps;
+// everything else is the initramfs, in RAM.
 const (
 	BootDir      = "/boot"
-	StatusFile   = "STATUS.txt"
-	LogFile      = "iofog-connector.log"
-	StateSubdir  = "state" // mapping store, last good config, last known time
-	TLSSubdir    = "tls"   // server-cert.pem, server-key.pem
+	DataDir      = "/data"
+	StatusFile   = "STATUS.txt"          // on the boot partition, rewritten in place
+	LogFile      = "iofog-connector.log" // on the data partition
+	StateSubdir  = "state"               // mapping store, last good config, last known time
+	TLSSubdir    = "tls"                 // server-cert.pem, server-key.pem
 	etcDir       = "/etc/iofog-connector"
 	settingsFile = etcDir + "/iofog-connector.conf"
-	volatileDir  = "/run/iofog" // stands in for the boot partition when there is none
+	volatileDir  = "/run/iofog" // stands in for the data partition when there is none
 	// PageStatusFile is the status as JSON, for the Connector child's
 	// status page; in RAM, rewritten on every change.
 	PageStatusFile = volatileDir + "/status.json"
@@ -61,6 +66,7 @@ const (
 // Kernel command line keys.
 const (
 	argBoot      = "iofog.boot"      // boot partition: /dev/NAME or LABEL=NAME
+	argData      = "iofog.data"      // data partition: /dev/NAME or LABEL=NAME
 	argBootWait  = "iofog.bootwait"  // how long to wait for it, a Go duration
 	argTestHooks = "iofog.testhooks" // 1: accept test commands on the console
 	argLogLevel  = "iofog.loglevel"  // debug, info, warn, error
@@ -87,8 +93,10 @@ type system struct {
 	loader      *kmod.Loader    // nil when the initramfs has no module index
 	modulesDone <-chan struct{} // closed when nftables and friends are loaded
 
-	bootDev  string // "" when no boot partition was found
-	dataDir  string // BootDir, or volatileDir without a boot partition
+	bootDev  string              // "" when no boot partition was found
+	bootPart *bootpart.Partition // nil without one
+	dataDev  string              // "" when no data partition was found
+	dataDir  string              // DataDir, or volatileDir without a data partition
 	stateDir string
 	tlsDir   string
 	cfg      *schema.Config
@@ -206,6 +214,7 @@ func (s *system) boot(ctx context.Context) powerAction {
 	s.stage("kernel modules", func() error { return s.loadModules(ctx) })
 	s.modulesDone = s.loadRest(ctx)
 	s.stage("boot partition", func() error { return s.mountBoot(ctx) })
+	s.stage("data partition", func() error { return s.mountData(ctx) })
 	s.goSafe("coldplug", func() { s.coldplugLater(ctx) })
 	s.stage("config", s.loadConfig)
 	s.setStatus(func(*status.Status) {})
@@ -242,8 +251,9 @@ func (s *system) loadModules(ctx context.Context) error {
 	if err := l.Coldplug(ctx, "/sys"); err != nil {
 		errs = append(errs, err)
 	}
-	// The boot partition needs FAT and its code pages before anything else.
-	if err := l.Load(ctx, present(ix, bootpart.Modules())...); err != nil {
+	// The boot partition needs FAT and its code pages before anything
+	// else, the data partition ext4's checksums.
+	if err := l.Load(ctx, present(ix, slices.Concat(bootpart.Modules(), datapart.Modules()))...); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -341,20 +351,6 @@ func (s *system) coldplug(ctx context.Context) {
 }
 
 func (s *system) mountBoot(ctx context.Context) error {
-	s.dataDir = volatileDir
-	defer func() {
-		s.stateDir = filepath.Join(s.dataDir, StateSubdir)
-		s.tlsDir = filepath.Join(s.dataDir, TLSSubdir)
-		for _, d := range []string{s.stateDir, s.tlsDir} {
-			if err := os.MkdirAll(d, 0o755); err != nil {
-				s.log.Error("cannot create directory", "dir", d, "err", err)
-			}
-		}
-		path := filepath.Join(s.dataDir, StatusFile)
-		s.statusW = &status.Writer{Path: path, MinInterval: 10 * time.Second, OnError: func(err error) {
-			s.log.Error("cannot write status file", "err", err)
-		}}
-	}()
 	wait := defaultBootWait
 	if v, ok := s.cmdline[argBootWait]; ok {
 		if d, err := time.ParseDuration(v); err == nil {
@@ -364,13 +360,13 @@ func (s *system) mountBoot(ctx context.Context) error {
 	f := bootpart.Finder{Spec: bootpart.Spec(s.cmdline[argBoot])}
 	dev, err := f.Wait(ctx, wait, func() { s.coldplug(ctx) })
 	if err != nil {
-		return fmt.Errorf("%w; running without it: config is the built-in default, nothing is kept across reboots (check the card, or set %s= on the kernel command line)", err, argBoot)
+		return fmt.Errorf("%w; running without it: config is the built-in default (check the card, or set %s= on the kernel command line)", err, argBoot)
 	}
 	if err := bootpart.Mount(dev, BootDir); err != nil {
 		return err
 	}
-	s.bootDev, s.dataDir = dev, BootDir
-	s.log.Info("boot partition mounted", "device", dev, "at", BootDir)
+	s.bootDev, s.bootPart = dev, &bootpart.Partition{Dir: BootDir}
+	s.log.Info("boot partition mounted read-only", "device", dev, "at", BootDir)
 	return nil
 }
 
@@ -444,8 +440,8 @@ func (s *system) loadConfig() error {
 		s.cfgPath = full
 	}
 
-	if s.cfg.Log.File && s.bootDev != "" {
-		w, err := logfile.Open(filepath.Join(BootDir, LogFile), int64(s.cfg.Log.MaxSize)*1024)
+	if s.cfg.Log.File && s.dataDev != "" {
+		w, err := logfile.Open(filepath.Join(DataDir, LogFile), int64(s.cfg.Log.MaxSize)*1024)
 		if err != nil {
 			return err
 		}
@@ -486,6 +482,7 @@ func (s *system) setStatus(change func(*status.Status)) {
 		s.st.Booted = s.booted
 	}
 	s.st.BootDev = s.bootDev
+	s.st.DataDev = s.dataDev
 	st := s.st
 	st.Problems = append([]string(nil), s.st.Problems...)
 	w := s.statusW

@@ -164,7 +164,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	if err := os.WriteFile(good, []byte(fixedConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := image.RewriteConfig(res.Image, good, nil); err != nil {
+	if _, err := image.RewriteConfig(ctx, res.Image, good, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -215,12 +215,12 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		if !strings.Contains(string(status), "Config:       connector.hcl: OK\n") || strings.Contains(string(status), "problem(s)") {
 			t.Errorf("STATUS.txt after fixing the config:\n%s", status)
 		}
-		if saved, err := image.ReadBootFile(res.Image, "state/last-good.hcl"); err != nil || string(saved) != fixedConfig {
-			t.Errorf("state/last-good.hcl = %q, %v; want the fixed config", saved, err)
+		if saved, err := image.ReadDataFile(res.Image, "state/last-good.hcl"); err != nil || string(saved) != fixedConfig {
+			t.Errorf("state/last-good.hcl on the data partition = %q, %v; want the fixed config", saved, err)
 		}
-		logText, err := image.ReadBootFile(res.Image, appliance.LogFile)
+		logText, err := image.ReadDataFile(res.Image, appliance.LogFile)
 		if err != nil {
-			t.Fatalf("the config asks for a log file on the card: %v", err)
+			t.Fatalf("the config asks for a log file on the data partition: %v", err)
 		}
 		if len(logText) > 16<<10 {
 			t.Errorf("log file is %d bytes, over its 16 KiB cap", len(logText))

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/eclipse-iofog/iofog-connector/appliance/bootpart"
+	"github.com/eclipse-iofog/iofog-connector/appliance/datapart"
 	"github.com/eclipse-iofog/iofog-connector/appliance/status"
 	"github.com/eclipse-iofog/iofog-connector/appliance/supervise"
 	"github.com/eclipse-iofog/iofog-connector/netcfg"
@@ -245,7 +246,7 @@ func (s *system) prepareTLS(ctx context.Context, nw *netcfg.Network) error {
 		if s.cfg.Dev {
 			return nil
 		}
-		return fmt.Errorf("tls.mode is \"files\" but %s or %s is missing: copy them to tls/ on the boot partition, or set tls.mode to \"auto\"", certs.CertFile, certs.KeyFile)
+		return fmt.Errorf("tls.mode is \"files\" but %s or %s is missing: copy them to tls/ on the IOFOG partition, or set tls.mode to \"auto\"", certs.CertFile, certs.KeyFile)
 	}
 	gen := func() error {
 		req := certs.Request{Names: slices.Clone(s.cfg.TLS.Names), Now: certTime(time.Now())}
@@ -347,6 +348,11 @@ func (s *system) shutdown(action powerAction) int {
 	time.Sleep(200 * time.Millisecond)
 	_ = syscall.Kill(-1, syscall.SIGKILL)
 	s.reaper.ReapAll()
+	if s.dataDev != "" {
+		if err := datapart.Unmount(DataDir); err != nil {
+			s.log.Error("data partition", "err", err)
+		}
+	}
 	if s.bootDev != "" {
 		if err := bootpart.Unmount(BootDir); err != nil {
 			s.log.Error("boot partition", "err", err)

@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/appliance/status"
 )
 
 // Options say what to build.
@@ -161,12 +163,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	step(3, "assembling the boot partition")
-	files := []File{{Path: cfgName, Data: cfgData}}
+	// What the firmware loads, by the board's way of booting.
+	var bootFiles []File
 	parts := []Part{{"binary (in initramfs, uncompressed)", initrd.BinaryBytes}, {"modules (in initramfs, uncompressed)", initrd.ModuleBytes}}
-	var scheme PartitionScheme
-	switch b.Name {
-	case "x86_64":
-		scheme = GPT
+	switch b.Boot {
+	case BootUKI:
 		stubPath, err := cache.UKIStub(b.DebArch)
 		if err != nil {
 			return nil, err
@@ -184,10 +185,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		files = append(files, File{Path: UKIPath, Data: uki})
+		bootFiles = append(bootFiles, File{Path: UKIPath, Data: uki})
 		parts = append(parts, Part{"kernel", int64(len(kernel))}, Part{"initramfs (compressed)", int64(len(initrd.Data))}, Part{"uki stub", int64(len(stub))})
-	case "rpi":
-		scheme = MBR
+	case BootRaspi:
 		fw, dtbs, err := raspiFiles(cache, k)
 		if err != nil {
 			return nil, err
@@ -199,9 +199,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		for _, f := range dtbs {
 			dtbBytes += int64(len(f.Data))
 		}
-		files = append(files, fw...)
-		files = append(files, dtbs...)
-		files = append(files,
+		bootFiles = append(bootFiles, fw...)
+		bootFiles = append(bootFiles, dtbs...)
+		bootFiles = append(bootFiles,
 			File{Path: RaspiKernel, Data: kernel},
 			File{Path: RaspiInitrd, Data: initrd.Data},
 			File{Path: "config.txt", Data: []byte(RaspiConfigTxt())},
@@ -209,27 +209,51 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		)
 		parts = append(parts, Part{"kernel", int64(len(kernel))}, Part{"initramfs (compressed)", int64(len(initrd.Data))},
 			Part{"firmware", fwBytes}, Part{"dtbs", dtbBytes})
+	default:
+		return nil, fmt.Errorf("board %s: unknown boot kind %d", b.Name, b.Boot)
 	}
 	parts = append(parts, Part{"config", int64(len(cfgData))})
+
+	// Each partition's content, by its roles in the board's layout.
+	contents := make([]*Contents, len(b.Layout.Partitions))
+	for i, p := range b.Layout.Partitions {
+		if p.FS != FAT32 {
+			continue
+		}
+		c := &Contents{}
+		if p.Roles&RoleBoot != 0 {
+			c.Files = append(c.Files, bootFiles...)
+		}
+		if p.Roles&RoleConfig != 0 {
+			// STATUS.txt is made here at its full size, so the appliance
+			// only ever rewrites it in place: no FAT chain or directory
+			// changes while it runs. tls/ is where a user puts their own
+			// certificate.
+			c.Files = append(c.Files, File{Path: cfgName, Data: cfgData}, File{Path: StatusFile, Data: StatusPlaceholder()})
+			c.Dirs = append(c.Dirs, "tls")
+		}
+		contents[i] = c
+	}
+	if _, ok := b.Layout.Find(RoleConfig); !ok {
+		return nil, fmt.Errorf("board %s: layout has no config partition", b.Name)
+	}
 
 	step(4, "writing "+o.Out)
 	if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
 		return nil, err
 	}
-	if err := WriteDisk(o.Out, b.DiskSize, scheme, files, []string{"tls", "state"}, epoch); err != nil {
+	if err := WriteDisk(o.Out, b.DiskSize, b.Layout, contents, epoch); err != nil {
 		return nil, err
 	}
 	res := &Result{Image: o.Out, Board: b, Kernel: k, Initramfs: initrd, Parts: parts}
 
 	step(5, "checksums")
 	if o.Compress {
-		res.XZ = o.Out + ".xz"
-		cmd := exec.CommandContext(ctx, "xz", "-T0", "-6", "-k", "-f", o.Out)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("compressing %s with xz (apt-get install xz-utils): %w: %s", o.Out, err, out)
+		if res.XZ, err = compress(ctx, o.Out); err != nil {
+			return nil, err
 		}
 	}
-	if err := writeSums(res); err != nil {
+	if res.SHA256, err = writeSums(res.Image, res.XZ); err != nil {
 		return nil, err
 	}
 	res.Manifest = o.Out + ".manifest.txt"
@@ -388,19 +412,41 @@ func fileSHA256(p string) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// writeSums writes Out.sha256 in sha256sum's format.
-func writeSums(r *Result) error {
+// compress writes img.xz beside img.
+func compress(ctx context.Context, img string) (string, error) {
+	cmd := exec.CommandContext(ctx, "xz", "-T0", "-6", "-k", "-f", img)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("compressing %s with xz (apt-get install xz-utils): %w: %s", img, err, out)
+	}
+	return img + ".xz", nil
+}
+
+// writeSums writes img.sha256 in sha256sum's format, naming the files
+// without a directory, so `sha256sum -c` works from the directory they are in.
+func writeSums(img, xz string) (string, error) {
 	var lines strings.Builder
-	for _, p := range []string{r.Image, r.XZ} {
+	for _, p := range []string{img, xz} {
 		if p == "" {
 			continue
 		}
 		sum, err := fileSHA256(p)
 		if err != nil {
-			return err
+			return "", err
 		}
 		fmt.Fprintf(&lines, "%s  %s\n", sum, filepath.Base(p))
 	}
-	r.SHA256 = r.Image + ".sha256"
-	return os.WriteFile(r.SHA256, []byte(lines.String()), 0o644)
+	return img + ".sha256", os.WriteFile(img+".sha256", []byte(lines.String()), 0o644)
+}
+
+// StatusFile is the report the appliance keeps on the config partition.
+const StatusFile = "STATUS.txt"
+
+// StatusSize is STATUS.txt's fixed size: the appliance rewrites it in
+// place, padded, and never grows it.
+const StatusSize = status.FileSize
+
+// StatusPlaceholder is STATUS.txt as the image build makes it.
+func StatusPlaceholder() []byte {
+	text := "ioFog Connector appliance\n=========================\nNot booted yet. The appliance rewrites this file at every boot.\n"
+	return status.Pad([]byte(text), StatusSize)
 }

@@ -92,20 +92,31 @@ func TestX86ImageReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	g, ok := pt.(*gpt.Table)
-	if !ok || len(g.Partitions) == 0 {
-		t.Fatalf("x86 image partition table is %T; want GPT with one partition", pt)
+	if !ok || len(g.Partitions) != 3 {
+		t.Fatalf("x86 image partition table is %T; want GPT with three partitions", pt)
 	}
-	if p := g.Partitions[0]; p.Type != gpt.EFISystemPartition || p.Start != 2048 {
-		t.Errorf("partition 1 is type %s at sector %d; want the EFI system partition at 2048", p.Type, p.Start)
-	}
-	names := bootFiles(t, img)
-	for _, want := range []string{"EFI", "connector.cue", "tls", "state"} {
-		if !slices.Contains(names, want) {
-			t.Errorf("boot partition has %v; want %s", names, want)
+	// The ESP for the firmware, a basic-data FAT every OS mounts for the
+	// user, the ext4 data partition last (it grows into the rest).
+	for i, want := range []gpt.Type{gpt.EFISystemPartition, gpt.MicrosoftBasicData, gpt.LinuxFilesystem} {
+		if p := g.Partitions[i]; p.Type != want {
+			t.Errorf("partition %d is type %s; want %s", i+1, p.Type, want)
 		}
 	}
+	if g.Partitions[0].Start != 2048 {
+		t.Errorf("partition 1 starts at sector %d; want 2048", g.Partitions[0].Start)
+	}
+	names := bootFiles(t, img)
+	for _, want := range []string{"connector.cue", "tls", StatusFile} {
+		if !slices.Contains(names, want) {
+			t.Errorf("IOFOG partition has %v; want %s", names, want)
+		}
+	}
+	if slices.Contains(names, "EFI") || slices.Contains(names, "state") {
+		t.Errorf("IOFOG partition has %v; the UKI belongs on the ESP and state on the data partition", names)
+	}
+	checkPartitions(t, img)
 
-	uki, err := ReadBootFile(img, UKIPath)
+	uki, err := ReadFile(img, ESPLabel, UKIPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +205,7 @@ func checkInitramfs(t *testing.T, data, bin []byte, drivers []string) {
 			t.Errorf("index names %s at %s, not in the initramfs", m.Name, m.File)
 		}
 	}
-	for _, want := range []string{"vfat", "nls_cp437", "nls_ascii", "nf_tables", "nft_ct", "nft_masq"} {
+	for _, want := range []string{"vfat", "nls_cp437", "nls_ascii", "ext4", "jbd2", "crc32c_generic", "nf_tables", "nft_ct", "nft_masq"} {
 		if !slices.Contains(ix.Load, want) {
 			t.Errorf("boot load list %v lacks %s", ix.Load, want)
 		}
@@ -233,10 +244,20 @@ func TestRaspberryPiImageReadBack(t *testing.T) {
 	if p := m.Partitions[0]; p.Type != mbr.Fat32LBA || p.Start != 2048 {
 		t.Errorf("partition 1 is type %#x at %d; want FAT32 LBA (0x0c) at 2048", p.Type, p.Start)
 	}
+	used := 0
+	for _, p := range m.Partitions {
+		if p.Type != mbr.Empty {
+			used++
+		}
+	}
+	if used != 2 || m.Partitions[1].Type != mbr.Linux {
+		t.Errorf("Pi image has %d partitions; want the FAT and a Linux (0x83) data partition", used)
+	}
+	checkPartitions(t, img)
 	names := bootFiles(t, img)
 	for _, want := range []string{"bootcode.bin", "start.elf", "fixup.dat", "start4.elf", "fixup4.dat",
 		"bcm2837-rpi-3-b.dtb", "bcm2837-rpi-3-b-plus.dtb", "bcm2711-rpi-4-b.dtb", "config.txt", "cmdline.txt",
-		RaspiKernel, RaspiInitrd, "connector.cue", "tls", "state"} {
+		RaspiKernel, RaspiInitrd, "connector.cue", "tls", StatusFile} {
 		if !slices.Contains(names, want) {
 			t.Errorf("boot partition has %v; want %s", names, want)
 		}
@@ -263,6 +284,27 @@ func TestRaspberryPiImageReadBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInitramfs(t, initrd, bin, []string{"sdhci_iproc", "dwc2", "smsc95xx", "lan78xx", "genet", "bcm2835_wdt", "bcm2835_rng", "cdc_ether"})
+}
+
+// checkPartitions runs the host's file-system checkers on each partition
+// of the image, as a user's laptop would: fsck.fat -n on the FATs (no
+// complaint at all), e2fsck -fn on the data partition; and STATUS.txt is
+// there at its fixed size.
+func checkPartitions(t *testing.T, img string) {
+	t.Helper()
+	for _, label := range []string{ESPLabel, Label, DataLabel} {
+		out, err := CheckPartition(img, label)
+		if errors.Is(err, ErrNoPartition) && label == ESPLabel {
+			continue // the Pi has no ESP
+		}
+		if err != nil {
+			t.Errorf("%s: %v\n%s", label, err, out)
+		}
+	}
+	st, err := ReadBootFile(img, StatusFile)
+	if err != nil || len(st) != StatusSize {
+		t.Errorf("STATUS.txt is %d bytes (%v); want it made at %d", len(st), err, StatusSize)
+	}
 }
 
 func TestBuildIsReproducible(t *testing.T) {
@@ -298,7 +340,7 @@ func TestRewriteConfig(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(`{"ports":["6000-6050"],"broker":"twelve"}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := RewriteConfig(img, bad, validate); err == nil || !strings.Contains(err.Error(), "bad.json") {
+	if _, err := RewriteConfig(context.Background(), img, bad, validate); err == nil || !strings.Contains(err.Error(), "bad.json") {
 		t.Errorf("an invalid config gave %v; want an error naming the file", err)
 	}
 	if names := bootFiles(t, img); !slices.Contains(names, "connector.cue") {
@@ -310,7 +352,7 @@ func TestRewriteConfig(t *testing.T) {
 	if err := os.WriteFile(good, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := RewriteConfig(img, good, validate); err != nil {
+	if _, err := RewriteConfig(context.Background(), img, good, validate); err != nil {
 		t.Fatal(err)
 	}
 	names := bootFiles(t, img)
@@ -321,10 +363,60 @@ func TestRewriteConfig(t *testing.T) {
 	if err != nil || string(got) != content {
 		t.Errorf("config on the image is %q, %v; want %q", got, err, content)
 	}
-	if _, err := ReadBootFile(img, UKIPath); err != nil {
+	if _, err := ReadFile(img, ESPLabel, UKIPath); err != nil {
 		t.Errorf("the rewrite damaged the boot files: %v", err)
 	}
-	if err := RewriteConfig(img, filepath.Join(dir, "config.txt"), validate); err == nil || errors.Is(err, os.ErrNotExist) {
+	// The old file's clusters are freed: the FAT is as clean as when built.
+	checkPartitions(t, img)
+	if _, err := RewriteConfig(context.Background(), img, filepath.Join(dir, "config.txt"), validate); err == nil || errors.Is(err, os.ErrNotExist) {
 		t.Errorf("config.txt as the config name gave %v; want a refusal by name", err)
+	}
+}
+
+// CheckPartition is what the power-cut tests trust: it must let through the
+// dirty flag a cut leaves while the FAT is writable, and catch what a cut
+// used to leave (a file whose clusters the FAT marks free).
+func TestCheckPartition(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "x86.img")
+	build(t, "x86_64", img, time.Unix(1700000000, 0))
+	off, _, err := PartitionExtent(img, Label)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(img, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Linux's "mounted, not cleanly unmounted" flag in the boot sector.
+	if _, err := f.WriteAt([]byte{1}, off+0x41); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := CheckPartition(img, Label); err != nil {
+		t.Errorf("dirty flag only: %v\n%s", err, out)
+	}
+	// STATUS.txt's first cluster marked free in the FAT.
+	v, err := readFAT(f, off)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := v.dirEntries(f, v.rootCluster)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status uint32
+	for _, e := range entries {
+		if string(e.name[:]) == "STATUS  TXT" {
+			status = e.cluster
+		}
+	}
+	if status < 2 {
+		t.Fatalf("no STATUS.txt in the root directory: %+v", entries)
+	}
+	if _, err := f.WriteAt(make([]byte, 4), off+int64(v.reserved)*int64(v.bps)+int64(status)*4); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := CheckPartition(img, Label); err == nil {
+		t.Errorf("a file on a free cluster passed the check:\n%s", out)
 	}
 }

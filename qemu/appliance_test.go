@@ -43,6 +43,7 @@ func TestApplianceBoots(t *testing.T) {
 	for _, c := range []struct{ board, goarch string }{{"x86_64", "amd64"}, {"rpi", "arm64"}} {
 		t.Run(c.board, func(t *testing.T) {
 			t.Parallel()
+			boardT := t // the VM after the power cut outlives that subtest
 			cache := requireQEMU(t, c.board)
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 			defer cancel()
@@ -56,7 +57,7 @@ func TestApplianceBoots(t *testing.T) {
 			if err := os.WriteFile(cfg, []byte(bootTestConfig), 0o644); err != nil {
 				t.Fatal(err)
 			}
-			err = image.RewriteConfig(res.Image, cfg, func(name string, data []byte) error {
+			_, err = image.RewriteConfig(ctx, res.Image, cfg, func(name string, data []byte) error {
 				_, err := schema.LoadBytes(name, data)
 				return err
 			})
@@ -88,6 +89,31 @@ func TestApplianceBoots(t *testing.T) {
 				publicMapping(ctx, t, vm, api)
 			})
 
+			// The plug is pulled (SIGKILL of QEMU) right after the
+			// mapping was acknowledged: the next boot of the same card has
+			// it, on the same ports.
+			t.Run("survives a power cut", func(t *testing.T) {
+				before, err := post(ctx, api+"mapping/list", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				vm.Stop()
+				vm, err = Start(ctx, Options{Board: c.board, Image: res.Image, CacheDir: cache, Forward: fwd, Console: newTestLog(t)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				boardT.Cleanup(vm.Stop)
+				api = "http://" + vm.Addr(8081) + "/api/v2/"
+				waitAPI(ctx, t, vm, api+"status", url.Values{"mappingid": {"all"}}, 5*time.Minute)
+				after, err := post(ctx, api+"mapping/list", nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, a := mappingPorts(before), mappingPorts(after); len(b) != 1 || fmt.Sprint(a) != fmt.Sprint(b) {
+					t.Fatalf("mappings before the cut %v, after %v", b, a)
+				}
+			})
+
 			t.Run("commandline stop powers off", func(t *testing.T) {
 				if _, err := post(ctx, api+"commandline", url.Values{"command": {"stop"}}); err != nil {
 					t.Fatal(err)
@@ -95,9 +121,26 @@ func TestApplianceBoots(t *testing.T) {
 				if err := vm.Wait(3 * time.Minute); err != nil {
 					t.Fatalf("after commandline stop: %v", err)
 				}
+				// What a laptop's checkers say of the card afterwards.
+				for _, label := range []string{image.Label, image.DataLabel} {
+					if out, err := image.CheckPartition(res.Image, label); err != nil {
+						t.Errorf("%s: %v\n%s", label, err, out)
+					}
+				}
 			})
 		})
 	}
+}
+
+// mappingPorts lists a mapping/list answer as "id:port1/port2" strings.
+func mappingPorts(list map[string]any) []string {
+	var out []string
+	ms, _ := list["mappings"].([]any)
+	for _, m := range ms {
+		mm, _ := m.(map[string]any)
+		out = append(out, fmt.Sprintf("%v:%v/%v", mm["id"], mm["port1"], mm["port2"]))
+	}
+	return out
 }
 
 func publicMapping(ctx context.Context, t *testing.T, vm *VM, api string) {

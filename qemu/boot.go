@@ -39,7 +39,7 @@ type Boot struct {
 func ExtractBoot(img, board, cacheDir string) (*Boot, error) {
 	switch board {
 	case "x86_64":
-		uki, err := image.ReadBootFile(img, image.UKIPath)
+		uki, err := image.ReadFile(img, image.ESPLabel, image.UKIPath)
 		if err != nil {
 			return nil, err
 		}

@@ -62,8 +62,8 @@ func TestHarnessBoots(t *testing.T) {
 			if err != nil {
 				t.Fatalf("reading from the guest: %v", err)
 			}
-			if !strings.Contains(report, c.configName) || !strings.Contains(report, "state") || !strings.Contains(report, "tls") {
-				t.Errorf("boot partition as the guest sees it: %q; want %s, state and tls", report, c.configName)
+			if !strings.Contains(report, c.configName) || !strings.Contains(report, "STATUS.txt") || !strings.Contains(report, "tls") {
+				t.Errorf("IOFOG partition as the guest sees it: %q; want %s, STATUS.txt and tls", report, c.configName)
 			}
 			if strings.Contains(report, "modules=0 ") {
 				t.Errorf("guest loaded no modules: %q", report)

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -76,11 +77,16 @@ func (s Spec) label() (string, bool) {
 	return l, ok
 }
 
-// Finder looks for the boot partition among the block devices.
+// Finder looks for a partition by label among the block devices: the boot
+// partition (FAT) unless ReadLabel says otherwise.
 type Finder struct {
 	Spec Spec
 	// SysBlock and Dev default to /sys/class/block and /dev.
 	SysBlock, Dev string
+	// Kind names the file system in messages ("FAT" when empty), and
+	// ReadLabel reads its label (ReadLabel of this package when nil).
+	Kind      string
+	ReadLabel func(io.ReaderAt) (string, error)
 }
 
 // Find returns the device path of the boot partition, or an error saying
@@ -118,7 +124,7 @@ func (f Finder) Find() (string, error) {
 			continue
 		}
 		p := filepath.Join(dev, n)
-		got, err := labelOf(p)
+		got, err := labelOf(p, f.ReadLabel)
 		if err != nil {
 			continue
 		}
@@ -127,10 +133,11 @@ func (f Finder) Find() (string, error) {
 			return p, nil
 		}
 	}
+	kind := or(f.Kind, "FAT")
 	if len(seen) == 0 {
-		return "", fmt.Errorf("no FAT file system labelled %s: no block device with a FAT file system yet", label)
+		return "", fmt.Errorf("no %s file system labelled %s: no block device with a %s file system yet", kind, label, kind)
 	}
-	return "", fmt.Errorf("no FAT file system labelled %s (found %s)", label, strings.Join(seen, ", "))
+	return "", fmt.Errorf("no %s file system labelled %s (found %s)", kind, label, strings.Join(seen, ", "))
 }
 
 // Wait calls Find until it succeeds or timeout passes. Between tries it
@@ -155,13 +162,16 @@ func (f Finder) Wait(ctx context.Context, timeout time.Duration, poll func()) (s
 	}
 }
 
-func labelOf(dev string) (string, error) {
+func labelOf(dev string, read func(io.ReaderAt) (string, error)) (string, error) {
+	if read == nil {
+		read = ReadLabel
+	}
 	fd, err := os.OpenFile(dev, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
 		return "", err
 	}
 	defer fd.Close()
-	return ReadLabel(fd)
+	return read(fd)
 }
 
 func isPartition(sysBlock, name string) bool {
@@ -190,19 +200,84 @@ func or(s, def string) string {
 // Modules are the kernel modules Mount needs (when they are not built in).
 func Modules() []string { return []string{"vfat", "nls_cp437", "nls_ascii"} }
 
-// Mount mounts the FAT file system on dev at dir. "flush" writes data out
-// early, because the card can be pulled at any moment; the kernel needs
-// nls_cp437 and nls_ascii loaded for the default code page and charset.
+// mountFlags and mountOpts are the boot partition's mount. "flush" writes
+// data out early, because the card can be pulled at any moment; the kernel
+// needs nls_cp437 and nls_ascii loaded for the default code page and
+// charset.
+const (
+	mountFlags = unix.MS_NOATIME | unix.MS_NODEV | unix.MS_NOSUID | unix.MS_NOEXEC
+	mountOpts  = "flush,errors=remount-ro,shortname=mixed,fmask=0022,dmask=0022"
+)
+
+// Mount mounts the FAT file system on dev at dir, read-only: FAT has no
+// journal, and a FAT that is not being written cannot be corrupted by a
+// power cut. Writes go through Partition.Writable.
 func Mount(dev, dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("mount boot partition: %w", err)
 	}
-	const flags = unix.MS_NOATIME | unix.MS_NODEV | unix.MS_NOSUID | unix.MS_NOEXEC
-	const opts = "flush,errors=remount-ro,shortname=mixed,fmask=0022,dmask=0022"
-	if err := unix.Mount(dev, dir, "vfat", flags, opts); err != nil {
-		return fmt.Errorf("mount %s on %s (vfat, %s): %w (a FAT mount fails with EINVAL until nls_cp437 and nls_ascii are loaded)", dev, dir, opts, err)
+	if err := unix.Mount(dev, dir, "vfat", mountFlags|unix.MS_RDONLY, mountOpts); err != nil {
+		return fmt.Errorf("mount %s on %s (vfat, read-only, %s): %w (a FAT mount fails with EINVAL until nls_cp437 and nls_ascii are loaded)", dev, dir, mountOpts, err)
 	}
 	return nil
+}
+
+// Partition is the mounted boot partition; it serialises the rare writes.
+type Partition struct {
+	Dir string
+	mu  sync.Mutex
+}
+
+// Writable runs fn with the partition remounted read-write and
+// synchronous (every write and directory change reaches the card before
+// the call returns), then remounts it read-only, which flushes it and
+// clears the FAT's dirty bit. A power cut can only hurt the FAT inside
+// this window.
+func (p *Partition) Writable(fn func() error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := unix.Mount("", p.Dir, "vfat", unix.MS_REMOUNT|mountFlags|unix.MS_SYNCHRONOUS|unix.MS_DIRSYNC, mountOpts); err != nil {
+		return fmt.Errorf("remount %s read-write: %w", p.Dir, err)
+	}
+	err := fn()
+	if rerr := unix.Mount("", p.Dir, "vfat", unix.MS_REMOUNT|mountFlags|unix.MS_RDONLY, mountOpts); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("remount %s read-only: %w", p.Dir, rerr))
+	}
+	return err
+}
+
+// RewriteInPlace overwrites the existing file name (relative to the
+// partition) with data padded to the file's current size by pad, without
+// truncating or extending it: its cluster chain and directory entry's size
+// never change, so a cut mid-write leaves old and new text mixed at worst,
+// never a broken FAT. A file the image build did not make is not created.
+func (p *Partition) RewriteInPlace(name string, data []byte, pad func([]byte, int) []byte) error {
+	return p.Writable(func() error {
+		path := filepath.Join(p.Dir, name)
+		f, err := os.OpenFile(path, os.O_WRONLY, 0)
+		if err != nil {
+			return fmt.Errorf("%w (the image build makes it; this appliance never creates files on the boot partition)", err)
+		}
+		st, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return err
+		}
+		if st.Size() == 0 {
+			f.Close()
+			return fmt.Errorf("%s is empty: nothing to rewrite in place", path)
+		}
+		buf := pad(data, int(st.Size()))
+		if _, err := f.WriteAt(buf[:st.Size()], 0); err != nil {
+			f.Close()
+			return fmt.Errorf("rewrite %s: %w", path, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return fmt.Errorf("rewrite %s: fsync: %w", path, err)
+		}
+		return f.Close()
+	})
 }
 
 // Unmount flushes and unmounts dir; when the file system is busy it is

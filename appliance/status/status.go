@@ -20,6 +20,8 @@ type Status struct {
 	Booted   time.Time
 	Clock    string // where the time came from: "SNTP (pool.ntp.org)", "last known time", ...
 	BootDev  string // the boot partition's device; "" if none was found
+	DataDev  string // the data partition's device; "" if none was found
+	Data     string // what the data partition is doing: size, grown, migrated
 	Problems []string
 
 	Config Config
@@ -77,6 +79,9 @@ func Render(s Status) []byte {
 	line("Booted", booted)
 	if s.BootDev != "" {
 		line("Boot device", s.BootDev)
+	}
+	if s.DataDev != "" {
+		line("Data", s.DataDev+" "+s.Data)
 	}
 	b.WriteString("\n")
 
@@ -160,6 +165,9 @@ func Render(s Status) []byte {
 type Writer struct {
 	Path        string
 	MinInterval time.Duration
+	// Save, if set, writes the content instead of replacing Path
+	// atomically (the boot partition's STATUS.txt is rewritten in place).
+	Save func([]byte) error
 	// OnError, if set, hears about failed writes.
 	OnError func(error)
 
@@ -236,7 +244,11 @@ func (w *Writer) flushLocked() {
 	}
 	data := w.pending
 	w.lastWrite = time.Now()
-	if err := atomicfile.Write(w.Path, data, 0o644, atomicfile.Options{}); err != nil {
+	save := w.Save
+	if save == nil {
+		save = func(b []byte) error { return atomicfile.Write(w.Path, b, 0o644, atomicfile.Options{}) }
+	}
+	if err := save(data); err != nil {
 		if w.OnError != nil {
 			w.OnError(err)
 		}
@@ -245,4 +257,28 @@ func (w *Writer) flushLocked() {
 	w.pending = nil
 	w.written = data
 	w.writes++
+}
+
+// FileSize is STATUS.txt's size on the boot partition: the image build
+// makes it so, and the appliance rewrites it in place without changing it.
+const FileSize = 16 << 10
+
+// Pad fits text to exactly size bytes, for a STATUS.txt of fixed size: cut
+// with a note when too long, else padded with spaces and a final newline
+// (so an editor shows no binary junk).
+func Pad(text []byte, size int) []byte {
+	const cut = "\n[... cut: STATUS.txt has a fixed size]\n"
+	if size <= len(cut)+1 {
+		return bytes.Repeat([]byte("\n"), max(size, 0))
+	}
+	if len(text) > size-1 {
+		text = append(text[:size-1-len(cut):size-1-len(cut)], cut...)
+	}
+	out := make([]byte, size)
+	n := copy(out, text)
+	for i := n; i < size-1; i++ {
+		out[i] = ' '
+	}
+	out[size-1] = '\n'
+	return out
 }

@@ -1,6 +1,7 @@
 package status
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -97,5 +98,22 @@ func TestWriterWritesDeferredChangeWhenIntervalEnds(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(p); !strings.Contains(string(b), "Connector:    restarting") {
 		t.Fatalf("file:\n%s", b)
+	}
+}
+
+// STATUS.txt is rewritten in place, so whatever the report, Pad gives
+// exactly the file's size, keeps a short report whole and cuts a long one
+// with a note.
+func TestPad(t *testing.T) {
+	short := Pad([]byte("hello\n"), 64)
+	if len(short) != 64 || !bytes.HasPrefix(short, []byte("hello\n")) || short[63] != '\n' || len(bytes.TrimSpace(short[6:])) != 0 {
+		t.Errorf("Pad(short) = %q", short)
+	}
+	long := Pad(bytes.Repeat([]byte("x"), 1000), 200)
+	if len(long) != 200 || !bytes.Contains(long, []byte("cut: STATUS.txt has a fixed size")) {
+		t.Errorf("Pad(long) = %q", long)
+	}
+	if got := Pad(Render(Status{Version: "1"}), FileSize); len(got) != FileSize {
+		t.Errorf("Pad(report) is %d bytes; want %d", len(got), FileSize)
 	}
 }

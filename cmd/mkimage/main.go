@@ -42,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "build":
 		err = cmdBuild(ctx, args, stdout, stderr)
 	case "config":
-		err = cmdConfig(args, stdout)
+		err = cmdConfig(ctx, args, stdout)
 	case "sizes":
 		err = cmdSizes(ctx, args, stdout, stderr)
 	case "qemu":
@@ -70,7 +70,8 @@ func usage(w io.Writer) {
   mkimage --board x86_64|rpi [--config FILE] [--binary PATH] --out FILE.img
       build an image (also FILE.img.xz, FILE.img.sha256, FILE.img.manifest.txt)
   mkimage config --image FILE.img --config FILE
-      replace the config on a built image's boot partition
+      replace the config on a built image's IOFOG partition (and remake
+      FILE.img.xz, when there is one, and FILE.img.sha256)
   mkimage sizes [--out DIR]
       build both images and report what takes the space
   mkimage qemu --board x86_64|rpi [--image FILE.img] [--uefi | --virt]
@@ -152,7 +153,7 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func cmdConfig(args []string, stdout io.Writer) error {
+func cmdConfig(ctx context.Context, args []string, stdout io.Writer) error {
 	fl := flag.NewFlagSet("mkimage config", flag.ContinueOnError)
 	img := fl.String("image", "", "built image to change")
 	cfg := fl.String("config", "", "new config (connector.cue, connector.hcl or iofog-connector.conf; by extension)")
@@ -162,9 +163,10 @@ func cmdConfig(args []string, stdout io.Writer) error {
 	if *img == "" || *cfg == "" {
 		return errors.New("--image and --config are required")
 	}
-	if err := image.RewriteConfig(*img, *cfg, validateConfig); err != nil {
+	files, err := image.RewriteConfig(ctx, *img, *cfg, validateConfig)
+	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "%s: config replaced with %s\n", *img, *cfg)
+	fmt.Fprintf(stdout, "%s: config replaced with %s; rewritten: %s\n", *img, *cfg, strings.Join(files, ", "))
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/appliance/bootpart"
 	"github.com/eclipse-iofog/iofog-connector/kmod"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -59,7 +60,8 @@ func run() error {
 		if err := l.Coldplug(ctx, "/sys"); err != nil {
 			fmt.Println("HARNESS: coldplug:", err)
 		}
-		boot = firstExisting("/dev/vda1", "/dev/mmcblk0p1")
+		// The IOFOG FAT, by label (the second partition on x86, after the ESP).
+		boot, _ = bootpart.Finder{}.Find()
 		if _, err := os.Stat("/sys/class/net/eth0"); err == nil && boot != "" {
 			break
 		}
@@ -103,15 +105,6 @@ func run() error {
 			return nil
 		}
 	}
-}
-
-func firstExisting(paths ...string) string {
-	for _, p := range paths {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	return ""
 }
 
 // network sets QEMU user networking's fixed guest address.
