@@ -18,20 +18,25 @@ const canSplice = true
 // agent's write lock, until the client has bytes queued and learns how many;
 // then it splices exactly that many under the lock. So a BEAT echo can
 // always tell whether a payload write is in progress (§7.6), and the lock is
-// never held while the client is quiet.
-func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
+// never held while the client is quiet. Nothing is consumed from the client
+// before the session is settled, so a session that has to move to another
+// agent connection leaves the client's next bytes queued for it.
+func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte) error {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return err
 	}
 	met := a.m.c.met
 	for {
-		avail := first
-		first = 0
-		if avail == 0 {
-			if avail, err = queued(rc); err != nil {
-				return err
-			}
+		avail, _, err := queued(rc)
+		if s.state.Load() == sessRetry {
+			return errMoved
+		}
+		if err != nil {
+			return err
+		}
+		if !a.settled(s, keep) {
+			return errMoved
 		}
 		if avail <= smallCopy {
 			bp := a.m.c.smallBufs.Get().(*[]byte)
@@ -44,6 +49,7 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 			}
 			a.m.c.smallBufs.Put(bp)
 			if werr != nil {
+				a.m.writeFailed(werr, "agent", dst)
 				return werr
 			}
 			if rerr != nil {
@@ -51,24 +57,32 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 			}
 			continue
 		}
-		a.wmu.Lock()
-		n, err := io.CopyN(dst, src, int64(avail))
-		a.lastPayload.Store(time.Now().UnixNano())
-		a.wmu.Unlock()
-		met.toAgent.Add(float64(n))
-		if err != nil {
-			return err
+		for avail > 0 {
+			k := min(avail, spliceChunk)
+			a.wmu.Lock()
+			a.armWrite(time.Now())
+			n, err := io.CopyN(dst, src, int64(k))
+			a.lastPayload.Store(time.Now().UnixNano())
+			a.wmu.Unlock()
+			met.toAgent.Add(float64(n))
+			if err != nil {
+				a.m.writeFailed(err, "agent", dst)
+				return err
+			}
+			avail -= k
 		}
 	}
 }
 
-// queued blocks until the socket has bytes to read and returns how many;
-// io.EOF when the peer has closed its side.
-func queued(rc syscall.RawConn) (int, error) {
+// queued blocks until the socket has bytes to read and returns how many,
+// and whether they start with a BEAT; io.EOF when the peer has closed its
+// side.
+func queued(rc syscall.RawConn) (int, bool, error) {
 	var (
 		avail int
+		beat  bool
 		opErr error
-		peek  [1]byte
+		peek  [len(beatMsg)]byte
 	)
 	err := rc.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
@@ -80,6 +94,7 @@ func queued(rc syscall.RawConn) (int, error) {
 		case n == 0:
 			opErr = io.EOF
 		default:
+			beat = n == len(peek) && string(peek[:]) == beatMsg
 			avail, opErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 			if opErr == nil && avail < 1 {
 				avail = 1
@@ -88,7 +103,7 @@ func queued(rc syscall.RawConn) (int, error) {
 		return true
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return avail, opErr
+	return avail, beat, opErr
 }
