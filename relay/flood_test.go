@@ -37,8 +37,8 @@ func TestMain(m *testing.M) {
 
 // childSpec is what the parent asks of the child Connector.
 type childSpec struct {
-	NoFile   uint64       `json:"nofile"`
-	StateDir string       `json:"state_dir"`
+	NoFile   uint64        `json:"nofile"`
+	StateDir string        `json:"state_dir"`
 	Config   schema.Config `json:"config"`
 }
 

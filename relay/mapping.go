@@ -332,6 +332,7 @@ type session struct {
 	start  time.Time
 	state  atomic.Int32
 	halves atomic.Int32   // directions that ended with a half-close
+	sent   atomic.Bool    // the first bytes were written to the agent connection
 	ended  sync.WaitGroup // done once the session is closed or abandoned
 	once   sync.Once
 	pubWDL int64 // write deadline in force on pub; only the agent's read loop writes to pub
@@ -479,7 +480,7 @@ func (a *agentConn) end(err error) {
 		a.release()
 		return
 	}
-	if isDead(err) && s.abandon() {
+	if s.state.Load() == sessFresh && a.diedUnread(s, err) && s.abandon() {
 		// Dead before it answered: the public client's goroutine pairs
 		// its first bytes with another agent connection.
 		a.m.c.met.retries.Inc()
@@ -497,10 +498,19 @@ func (a *agentConn) end(err error) {
 	s.close()
 }
 
-// isDead: the connection is gone (closed or reset by the agent), as opposed
-// to closed by the Connector or timed out.
-func isDead(err error) bool {
-	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+// diedUnread tells whether the agent connection ended without taking the
+// client's first bytes: reset (the agent's kernel answers bytes nobody will
+// read with a reset), or closed before they were sent. An agent that read
+// them and closed normally (a service with no reply) is not given them
+// twice.
+func (a *agentConn) diedUnread(s *session, err error) bool {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.Is(err, io.EOF):
+		return !s.sent.Load() || resetFollows(a.conn)
+	}
+	return false
 }
 
 func (m *mapping) threshold(side int) time.Duration {
@@ -944,10 +954,14 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 // died before answering and the client must be paired again.
 func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []byte, keep **[]byte) error {
 	w, err := a.writePayload(first)
+	s.sent.Store(true)
 	m.c.met.toAgent.Add(float64(w))
 	if err != nil {
 		if s.abandon() {
 			m.c.met.retries.Inc()
+			return errMoved
+		}
+		if s.state.Load() == sessRetry {
 			return errMoved
 		}
 		m.writeFailed(err, "agent", a.conn)

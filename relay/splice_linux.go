@@ -107,3 +107,47 @@ func queued(rc syscall.RawConn) (int, bool, error) {
 	}
 	return avail, beat, opErr
 }
+
+// resetFollows waits briefly after an agent's end of stream for the reset
+// its kernel sends when bytes arrived that the agent never read: a couple of
+// round-trip times, as the kernel measured them. Only a fresh session whose
+// agent connection ends takes this wait.
+func resetFollows(c net.Conn) bool {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = nc.NetConn()
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	info := func() (*unix.TCPInfo, error) {
+		var ti *unix.TCPInfo
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { ti, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+			return nil, err
+		}
+		return ti, ierr
+	}
+	ti, err := info()
+	if err != nil {
+		return false
+	}
+	wait := 2*time.Duration(ti.Rtt)*time.Microsecond + 20*time.Millisecond
+	end := time.Now().Add(min(wait, 2*time.Second))
+	for {
+		if ti.State == unix.BPF_TCP_CLOSE {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+		if ti, err = info(); err != nil {
+			return true
+		}
+	}
+}

@@ -20,3 +20,6 @@ func (a *agentConn) spliceFrom(src, _ *net.TCPConn, s *session, keep **[]byte) e
 
 // setKeepAlive leaves listening sockets alone here; see keepalive_linux.go.
 func setKeepAlive(_, _ string, _ syscall.RawConn) error { return nil }
+
+// resetFollows cannot tell here; a closed fresh session is not moved.
+func resetFollows(net.Conn) bool { return false }
