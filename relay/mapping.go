@@ -675,11 +675,15 @@ func (a *agentConn) readLoop() error {
 		n, err := a.conn.Read(buf)
 		if n > 0 {
 			data := buf[:n]
-			if k := leadingBeats(data); k > 0 {
-				// Heartbeats, and with payload behind them when the
-				// agent's BEAT and its next write arrived in one read.
+			if lead, trail := edgeBeats(data); lead+trail > 0 {
+				// Heartbeats, alone or glued to payload: the agent's BEAT
+				// is a write of its own, which can arrive in one read with
+				// the payload written just before or after it.
 				a.echo()
-				data = data[k:]
+				data = data[lead : len(data)-trail]
+				if len(data) > 0 {
+					a.m.c.met.beatsInPayload.Inc()
+				}
 			}
 			if len(data) > 0 {
 				if ferr := a.forward(data); ferr != nil {
@@ -764,15 +768,18 @@ func (a *agentConn) splicePeer() (*net.TCPConn, *session) {
 	return pub, s
 }
 
-// leadingBeats is how many bytes of whole BEATs a chunk starts with: a
-// heartbeat, several that TCP merged, or a heartbeat merged with the
-// payload the agent wrote next. The rest is payload.
-func leadingBeats(b []byte) int {
-	k := 0
-	for len(b)-k >= len(beatMsg) && string(b[k:k+len(beatMsg)]) == beatMsg {
-		k += len(beatMsg)
+// edgeBeats is how many bytes of whole BEATs a chunk starts and ends with:
+// a heartbeat, several that TCP merged, or heartbeats merged with the
+// payload the agent wrote just before or after them. The rest is payload.
+// A chunk of nothing but BEATs is all lead.
+func edgeBeats(b []byte) (lead, trail int) {
+	for len(b)-lead >= len(beatMsg) && string(b[lead:lead+len(beatMsg)]) == beatMsg {
+		lead += len(beatMsg)
 	}
-	return k
+	for e := len(b) - trail; e-lead >= len(beatMsg) && string(b[e-len(beatMsg):e]) == beatMsg; e = len(b) - trail {
+		trail += len(beatMsg)
+	}
+	return lead, trail
 }
 
 // closeReason says why the agent's read loop ended, for the log, and counts

@@ -22,6 +22,7 @@ type metrics struct {
 	silentTimeouts  prometheus.Counter
 	writeTimeouts   prometheus.Counter
 	retries         prometheus.Counter
+	beatsInPayload  prometheus.Counter
 	refused         [nLimits]prometheus.Counter // new connections closed at once, by limit
 	evicted         [nLimits]prometheus.Counter // oldest pending connections closed to make room
 }
@@ -92,6 +93,8 @@ func newMetrics(snap func() snapshot, extra []prometheus.Collector) (*metrics, e
 		Help: "Sessions closed because a peer took no bytes for relay.write_timeout."})
 	m.retries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "public_session_moves_total",
 		Help: "Public clients moved, with their first bytes, to another agent connection because theirs died before answering."})
+	m.beatsInPayload = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "heartbeats_in_payload_total",
+		Help: "Reads from an agent with payload that began or ended with BEAT; those BEATs were taken as heartbeats and stripped."})
 	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_refused_total",
 		Help: "New data connections closed at once because a limit was reached, by limit (connections, unauthenticated, waiting)."}, []string{"limit"})
 	evicted := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_evicted_total",
@@ -107,7 +110,7 @@ func newMetrics(snap func() snapshot, extra []prometheus.Collector) (*metrics, e
 		agentConns: prometheus.NewDesc(ns+"_agent_connections", "Authenticated agent connections, by state (idle: pooled or waiting for a peer; paired: carrying a session or a private route).", []string{"state"}, nil),
 	}
 	cs := []prometheus.Collector{m.sessionsTotal, m.sessionsActive, m.bytes, m.authFailures, m.beatTimeouts,
-		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, m.silentTimeouts, m.writeTimeouts, m.retries,
+		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, m.silentTimeouts, m.writeTimeouts, m.retries, m.beatsInPayload,
 		refused, evicted, sc,
 		// Goroutines, heap, open file descriptors and RSS: what an operator
 		// checks when the number of agent connections grows.

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,6 +246,12 @@ type connector struct {
 }
 
 func startConnector(bin, dir string) (*connector, error) {
+	return startConnectorWith(bin, dir, nil)
+}
+
+// startConnectorWith starts the Connector through a wrapper command (nil:
+// directly), e.g. one that lowers its open-file limit.
+func startConnectorWith(bin, dir string, wrapper []string) (*connector, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("the Connector binary %s is missing (make out/iofog-connector builds it): %w", bin, err)
 	}
@@ -270,7 +277,15 @@ func startConnector(bin, dir string) (*connector, error) {
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, fmt.Errorf("making the Connector's state directory: %w", err)
 	}
-	c, err := startChild(bin, []string{"run", "--config", cfgPath, "--state-dir", state}, nil)
+	args := []string{"run", "--config", cfgPath, "--state-dir", state}
+	name := bin
+	if len(wrapper) > 0 {
+		if abs, err := filepath.Abs(bin); err == nil {
+			bin = abs
+		}
+		name, args = wrapper[0], append(append(slices.Clone(wrapper[1:]), bin), args...)
+	}
+	c, err := startChild(name, args, nil)
 	if err != nil {
 		return nil, err
 	}
