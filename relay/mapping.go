@@ -190,7 +190,7 @@ func (m *mapping) enter(conn net.Conn, i int) (p *pending, closed bool) {
 	}
 	var victim net.Conn
 	if n := m.pend[i].Len() + m.unpairedLocked(i); n >= limit {
-		if e := m.pend[i].Front(); e != nil {
+		if e := m.evictableLocked(i); e != nil {
 			old := m.pend[i].Remove(e).(*pending)
 			old.elem = nil
 			victim = old.conn
@@ -215,6 +215,23 @@ func (m *mapping) enter(conn net.Conn, i int) (p *pending, closed bool) {
 			"port", m.port(i), "remote", victim.RemoteAddr().String(), "limit", limit)
 	}
 	return p, false
+}
+
+// evictCandidates is how many of the oldest pending connections are looked
+// at for one that has sent nothing the Connector has not read yet.
+const evictCandidates = 8
+
+// evictableLocked picks the oldest pending connection with nothing queued:
+// one whose bytes are waiting in the kernel has spoken and is only waiting
+// for its goroutine, as a legitimate client under a flood does.
+func (m *mapping) evictableLocked(i int) *list.Element {
+	e := m.pend[i].Front()
+	for k := 0; e != nil && k < evictCandidates; k, e = k+1, e.Next() {
+		if !hasQueued(e.Value.(*pending).conn) {
+			return e
+		}
+	}
+	return m.pend[i].Front()
 }
 
 // unpairedLocked counts the public clients that sent bytes and wait for an

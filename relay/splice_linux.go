@@ -151,3 +151,19 @@ func resetFollows(c net.Conn) bool {
 		}
 	}
 }
+
+// hasQueued reports whether a connection has received bytes not read yet,
+// without reading or blocking.
+func hasQueued(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
+}

@@ -23,3 +23,6 @@ func setKeepAlive(_, _ string, _ syscall.RawConn) error { return nil }
 
 // resetFollows cannot tell here; a closed fresh session is not moved.
 func resetFollows(net.Conn) bool { return false }
+
+// hasQueued cannot tell here.
+func hasQueued(net.Conn) bool { return false }
