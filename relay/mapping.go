@@ -953,7 +953,8 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 		if a == nil {
 			return
 		}
-		pub.SetReadDeadline(time.Time{})
+		// The wait is over; writes get relay.write_timeout from now on.
+		pub.SetDeadline(time.Time{})
 		s := a.sess.Load()
 		m.log.Debug("public client paired", "remote", remote, "agent", a.remote, "attempt", attempt)
 		err := m.relayPublic(a, s, pub, first, &keep)
