@@ -76,8 +76,9 @@ type mapping struct {
 // anything: on an agent port before the right passcode, on a public port
 // before its first bytes. These are what the limits bound.
 type pending struct {
-	conn net.Conn
-	elem *list.Element // in m.pend; guarded by m.mu; nil once out
+	conn  net.Conn
+	elem  *list.Element // in m.pend; guarded by m.mu; nil once out
+	spoke atomic.Bool   // public: its first bytes are read, pairing is next
 }
 
 func newMapping(c *Connector, rec Record) *mapping {
@@ -227,7 +228,7 @@ const evictCandidates = 8
 func (m *mapping) evictableLocked(i int) *list.Element {
 	e := m.pend[i].Front()
 	for k := 0; e != nil && k < evictCandidates; k, e = k+1, e.Next() {
-		if !hasQueued(e.Value.(*pending).conn) {
+		if p := e.Value.(*pending); !p.spoke.Load() && !hasQueued(p.conn) {
 			return e
 		}
 	}
@@ -939,6 +940,7 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 		}
 		return
 	}
+	p.spoke.Store(true)
 	first := (*bp)[:n]
 	met := m.c.met
 	met.sessionsTotal.Inc()

@@ -55,6 +55,7 @@ type floodResult struct {
 	lastErr              error
 	dials                int64   // hostile connections opened during the flood
 	closed               float64 // refused or evicted by the Connector's limits
+	byLimit              string  // the same, per limit
 	fds                  float64 // the Connector's open files during the flood
 	err                  error
 }
@@ -154,6 +155,16 @@ func (b *bench) measureFlood(ctx context.Context, dir string) {
 	r.sessFlood, r.apiFlood, r.failedFlood = measure()
 	r.dials = opened.Load()
 	r.closed = limitClosed(k) - closed0
+	var parts []string
+	for _, what := range []string{"refused", "evicted"} {
+		for _, lim := range []string{"connections", "unauthenticated", "waiting"} {
+			v := metricValue(k, fmt.Sprintf(`iofog_connector_connections_%s_total{limit="%s"}`, what, lim))
+			if v > 0 {
+				parts = append(parts, fmt.Sprintf("%s %s %.0f", what, lim, v))
+			}
+		}
+	}
+	r.byLimit = strings.Join(parts, ", ")
 	stopFlood()
 	wg.Wait()
 	b.log.Info("flood", "hostile", b.o.flood, "dials", r.dials, "closed_by_limits", r.closed, "connector_fds", r.fds,
@@ -207,7 +218,7 @@ func metricValue(k *connector, name string) float64 {
 	body, _ := io.ReadAll(resp.Body)
 	sum, found := 0.0, false
 	for _, line := range strings.Split(string(body), "\n") {
-		if line == name || strings.HasPrefix(line, name+" ") || strings.HasPrefix(line, name+"{") {
+		if line == name || strings.HasPrefix(line, name+" ") || (!strings.HasSuffix(name, "}") && strings.HasPrefix(line, name+"{")) {
 			f := strings.Fields(line)
 			if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
 				sum += v
@@ -265,8 +276,8 @@ func (b *bench) writeFloodNotes(w io.Writer) {
 	if r.err != nil || len(r.sessFlood) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "flood: %d hostile slots (silent public clients, one-byte-a-second passcodes, wrong passcodes; each redials %v after being closed) opened %d connections; the Connector's limits closed %.0f of them; it held %.0f open files during the measurement\n",
-		b.o.flood, b.o.floodRedial, r.dials, r.closed, r.fds)
+	fmt.Fprintf(w, "flood: %d hostile slots (silent public clients, one-byte-a-second passcodes, wrong passcodes; each redials %v after being closed) opened %d connections; the Connector's limits closed %.0f of them (since start: %s); it held %.0f open files during the measurement\n",
+		b.o.flood, b.o.floodRedial, r.dials, r.closed, r.byLimit, r.fds)
 	fmt.Fprintf(w, "flood: %d sessions and %d API calls each way, one at a time; p99 session %v -> %v, p99 API call %v -> %v\n",
 		b.o.floodSamples, b.o.floodSamples, p99(r.sessQuiet).Round(time.Microsecond), p99(r.sessFlood).Round(time.Microsecond),
 		p99(r.apiQuiet).Round(time.Microsecond), p99(r.apiFlood).Round(time.Microsecond))
