@@ -224,7 +224,8 @@ const evictCandidates = 8
 
 // evictableLocked picks the oldest pending connection with nothing queued:
 // one whose bytes are waiting in the kernel has spoken and is only waiting
-// for its goroutine, as a legitimate client under a flood does.
+// for its goroutine, as a legitimate client under a flood does. nil when
+// the oldest few have all spoken.
 func (m *mapping) evictableLocked(i int) *list.Element {
 	e := m.pend[i].Front()
 	for k := 0; e != nil && k < evictCandidates; k, e = k+1, e.Next() {
@@ -232,7 +233,7 @@ func (m *mapping) evictableLocked(i int) *list.Element {
 			return e
 		}
 	}
-	return m.pend[i].Front()
+	return nil // every candidate has spoken: refuse the newcomer instead
 }
 
 // unpairedLocked counts the public clients that sent bytes and wait for an
