@@ -547,10 +547,11 @@ func orDefault[T cmp.Ordered](v, def T) T {
 	return v
 }
 
-// fdReserve is kept free of data connections for the API, the listeners,
-// the store and splice pipes, as a share of the open-file limit.
-func fdReserve(limit uint64, ports int) int64 {
-	return int64(max(64, limit/4)) + int64(ports)
+// DataConnRoom is how many data connections fit in an open-file limit:
+// the rest is kept for the API, the listeners (one per pool port), the
+// store and splice pipes (a sixteenth of the limit).
+func DataConnRoom(openFiles uint64, poolPorts int) int64 {
+	return max(1, int64(openFiles)-64-int64(openFiles/16)-int64(poolPorts))
 }
 
 // capConnections lowers relay.max_connections to what the process's
@@ -561,11 +562,7 @@ func (c *Connector) capConnections(ports int) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= 1<<31 {
 		return
 	}
-	room := int64(lim.Cur) - fdReserve(lim.Cur, ports)
-	if room < 1 {
-		room = 1
-	}
-	if room < c.maxConns {
+	if room := DataConnRoom(lim.Cur, ports); room < c.maxConns {
 		c.log.Warn("relay.max_connections lowered to fit the open-file limit; raise the limit (LimitNOFILE=, ulimit -n) to hold more",
 			"configured", c.maxConns, "in_effect", room, "open_file_limit", lim.Cur)
 		c.maxConns = room

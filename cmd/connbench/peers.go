@@ -245,6 +245,9 @@ type connector struct {
 	http *http.Client
 }
 
+// poolPorts is the size of the Connector's port pool in the benchmark.
+const poolPorts = 10
+
 func startConnector(bin, dir string) (*connector, error) {
 	return startConnectorWith(bin, dir, nil)
 }
@@ -255,18 +258,21 @@ func startConnectorWith(bin, dir string, wrapper []string) (*connector, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("the Connector binary %s is missing (make out/iofog-connector builds it): %w", bin, err)
 	}
-	base, err := freeRange(12)
+	base, err := freeRange(poolPorts + 2)
 	if err != nil {
 		return nil, err
 	}
 	apiPort, broker := base, base+1
 	cfg := map[string]any{
-		"ports":   []string{fmt.Sprintf("%d-%d", base+2, base+11)},
+		"ports":   []string{fmt.Sprintf("%d-%d", base+2, base+1+poolPorts)},
 		"exclude": []string{},
 		"broker":  broker,
 		"address": "127.0.0.1",
 		"dev":     true,
 		"api":     map[string]any{"http_port": apiPort},
+		// As many connections as the open-file limit lets it hold: the
+		// memory figure holds about 20,000.
+		"relay": map[string]any{"max_connections": 1 << 20},
 	}
 	text, _ := json.Marshal(cfg)
 	cfgPath := filepath.Join(dir, "iofog-connector.conf")

@@ -21,6 +21,7 @@ import (
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/procstat"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/report"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/traffic"
+	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 )
 
@@ -203,7 +204,9 @@ func (b *bench) raiseFileLimit() error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("raising RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
 	}
-	if room := int(lim.Max) - fdReserve; room < b.o.idle {
+	// The Connector keeps part of its limit for the API and pipes, and
+	// holds the pooled agent connections besides.
+	if room := int(min(int64(lim.Max)-fdReserve, relay.DataConnRoom(lim.Max, poolPorts)-int64(2*b.o.pool))); room < b.o.idle {
 		asked := b.o.idle
 		b.o.idle = max(room, 0)
 		return fmt.Errorf("open-file hard limit is %d and cannot be raised here (no CAP_SYS_RESOURCE): held %d idle connections instead of %d", lim.Max, b.o.idle, asked)
