@@ -944,17 +944,19 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 	p.spoke.Store(true)
 	first := (*bp)[:n]
 	met := m.c.met
-	met.sessionsTotal.Inc()
-	met.sessionsActive.Inc()
-	m.sessions.Add(1)
-	defer func() {
-		met.sessionsActive.Dec()
-		m.sessions.Add(-1)
-	}()
 	for attempt := 1; ; attempt++ {
 		a := m.takeAgent(pub, p, deadline, attempt < pairAttempts)
 		if a == nil {
 			return
+		}
+		if attempt == 1 {
+			met.sessionsTotal.Inc()
+			met.sessionsActive.Inc()
+			m.sessions.Add(1)
+			defer func() {
+				met.sessionsActive.Dec()
+				m.sessions.Add(-1)
+			}()
 		}
 		// The wait is over; writes get relay.write_timeout from now on.
 		pub.SetDeadline(time.Time{})
