@@ -79,6 +79,16 @@ type pending struct {
 	conn  net.Conn
 	elem  *list.Element // in m.pend; guarded by m.mu; nil once out
 	spoke atomic.Bool   // public: its first bytes are read, pairing is next
+	gone  atomic.Bool   // no longer counted against relay.max_connections
+}
+
+// uncount takes the connection out of the overall count, once: at once
+// when it is closed to make room, so a flood's churn does not hold slots
+// until each closed connection's goroutine has run.
+func (p *pending) uncount(c *Connector) {
+	if p.gone.CompareAndSwap(false, true) {
+		c.nconns.Add(-1)
+	}
 }
 
 func newMapping(c *Connector, rec Record) *mapping {
@@ -189,12 +199,11 @@ func (m *mapping) enter(conn net.Conn, i int) (p *pending, closed bool) {
 		c.nconns.Add(-1)
 		return nil, true
 	}
-	var victim net.Conn
+	var victim *pending
 	if n := m.pend[i].Len() + m.unpairedLocked(i); n >= limit {
 		if e := m.evictableLocked(i); e != nil {
-			old := m.pend[i].Remove(e).(*pending)
-			old.elem = nil
-			victim = old.conn
+			victim = m.pend[i].Remove(e).(*pending)
+			victim.elem = nil
 		} else {
 			m.mu.Unlock()
 			c.nconns.Add(-1)
@@ -210,10 +219,11 @@ func (m *mapping) enter(conn net.Conn, i int) (p *pending, closed bool) {
 	m.wg.Add(1)
 	m.mu.Unlock()
 	if victim != nil {
-		victim.Close()
+		victim.conn.Close()
+		victim.uncount(c)
 		c.met.evicted[lim].Inc()
 		m.gate.emit(evLimit, slog.LevelWarn, "oldest pending connection closed to make room: the port holds "+what,
-			"port", m.port(i), "remote", victim.RemoteAddr().String(), "limit", limit)
+			"port", m.port(i), "remote", victim.conn.RemoteAddr().String(), "limit", limit)
 	}
 	return p, false
 }
@@ -262,7 +272,7 @@ func (m *mapping) untrack(conn net.Conn, p *pending, i int) {
 	}
 	m.mu.Unlock()
 	conn.Close()
-	m.c.nconns.Add(-1)
+	p.uncount(m.c)
 	m.wg.Done()
 }
 
