@@ -420,3 +420,22 @@ func TestAgentClientHeartbeatsInsideSessions(t *testing.T) {
 	t.Logf("%d HTTP sessions in %v, 4 agent connections sending BEAT every %d ms (about %.0f BEATs): %v glued to a reply and stripped, %d inside a reply (%.2f%% of sessions, %.3f%% of BEATs)",
 		sessions, took.Round(time.Millisecond), freqMS, beats, stripped, inside, 100*float64(inside)/sessions, 100*float64(inside)/beats)
 }
+
+// Past relay.max_connections a new connection is closed at once and
+// counted; the API still answers.
+func TestMaxConnectionsRefusesNewcomers(t *testing.T) {
+	cfg := relaytest.Config(t, 4)
+	cfg.Relay.MaxConnections = 3
+	in := relaytest.Start(t, relay.Options{Config: cfg})
+	m := in.AddPublic(t, 1, 200000)
+	for range 3 {
+		dial(t, m.Port1)
+	}
+	// Let the Connector take up the first three; the outcome is checked
+	// below, not the time.
+	time.Sleep(200 * time.Millisecond)
+	expectClosed(t, dial(t, m.Port2), "connection past max_connections")
+	if got := metric(t, in, `iofog_connector_connections_refused_total{limit="connections"}`); got != 1 {
+		t.Errorf("refused{connections} = %v, want 1", got)
+	}
+}
