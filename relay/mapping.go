@@ -931,16 +931,31 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 	remote := pub.RemoteAddr().String()
 	deadline := time.Now().Add(m.c.publicWait)
 	pub.SetDeadline(deadline)
+	// Wait for the first bytes without a buffer, so that silent clients
+	// hold none (over TLS, the handshake comes first).
+	var err error
+	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
+		var rc syscall.RawConn
+		if rc, err = tcp.SyscallConn(); err == nil {
+			_, _, err = queued(rc)
+		}
+	} else if tc, ok := pub.(*tls.Conn); ok {
+		err = tc.Handshake()
+	}
 	// The first bytes stay in user space until the agent answers, so that
 	// they can go to another agent connection if this one turns out dead.
-	bp := m.c.smallBufs.Get().(*[]byte)
-	keep := bp
+	var bp, keep *[]byte
 	defer func() {
 		if keep != nil {
 			m.c.smallBufs.Put(keep)
 		}
 	}()
-	n, err := pub.Read(*bp)
+	n := 0
+	if err == nil {
+		bp = m.c.smallBufs.Get().(*[]byte)
+		keep = bp
+		n, err = pub.Read(*bp)
+	}
 	if n == 0 {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			m.c.met.silentTimeouts.Inc()
