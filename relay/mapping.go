@@ -78,7 +78,7 @@ type mapping struct {
 type pending struct {
 	conn  net.Conn
 	elem  *list.Element // in m.pend; guarded by m.mu; nil once out
-	spoke atomic.Bool   // public: its first bytes are read, pairing is next
+	spoke atomic.Bool   // its first bytes (public) or whole passcode (agent) arrived
 	gone  atomic.Bool   // no longer counted against relay.max_connections
 }
 
@@ -230,7 +230,7 @@ func (m *mapping) enter(conn net.Conn, i int) (p *pending, closed bool) {
 
 // evictCandidates is how many of the oldest pending connections are looked
 // at for one that has sent nothing the Connector has not read yet.
-const evictCandidates = 8
+const evictCandidates = 16
 
 // evictableLocked picks the oldest pending connection with nothing queued:
 // one whose bytes are waiting in the kernel has spoken and is only waiting
@@ -449,6 +449,9 @@ func (m *mapping) serveAgent(conn net.Conn, side int, p *pending) {
 	conn.SetDeadline(time.Now().Add(authTimeout))
 	var got [PasscodeLen]byte
 	n, err := io.ReadFull(conn, got[:])
+	if err == nil {
+		p.spoke.Store(true) // a whole passcode: not one to close to make room
+	}
 	if err != nil {
 		m.c.met.authFailures.Inc()
 		m.gate.emit(evAuthFailed, slog.LevelWarn, "agent authentication failed", "port", port, "remote", remote,
@@ -937,7 +940,11 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
 		var rc syscall.RawConn
 		if rc, err = tcp.SyscallConn(); err == nil {
-			_, _, err = queued(rc)
+			if _, _, err = queued(rc); err == nil {
+				// Bytes are queued: from here the client is not one to
+				// close to make room, though they are not read yet.
+				p.spoke.Store(true)
+			}
 		}
 	} else if tc, ok := pub.(*tls.Conn); ok {
 		err = tc.Handshake()
