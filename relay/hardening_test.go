@@ -439,3 +439,27 @@ func TestMaxConnectionsRefusesNewcomers(t *testing.T) {
 		t.Errorf("refused{connections} = %v, want 1", got)
 	}
 }
+
+// The newest idle agent connection may have been closed by its agent a
+// moment before a client arrives: the client's bytes go to the next one.
+func TestClientOfAnAgentConnectionThatHadClosedGoesToTheNext(t *testing.T) {
+	in := relaytest.Start(t, relay.Options{Config: relaytest.Config(t, 4), Logger: relaytest.Quiet()})
+	m := in.AddPublic(t, 8, 200000)
+	for i := range 200 {
+		next := rawAgent(t, m.Port1, m.Passcode1)
+		closing := rawAgent(t, m.Port1, m.Passcode1) // newest: taken first
+		closing.Close()
+		pub := dial(t, m.Port2)
+		msg := fmt.Sprintf("req-%03d", i)
+		io.WriteString(pub, msg)
+		if got := readN(t, next, len(msg)); got != msg {
+			t.Fatalf("round %d: the next agent connection got %q, want %q", i, got, msg)
+		}
+		io.WriteString(next, "ok")
+		if got := readN(t, pub, 2); got != "ok" {
+			t.Fatalf("round %d: client got %q", i, got)
+		}
+		pub.Close()
+		next.Close()
+	}
+}

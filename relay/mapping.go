@@ -503,7 +503,7 @@ func (a *agentConn) release() {
 
 // end finishes an agent connection whose read loop stopped with err.
 func (a *agentConn) end(err error) {
-	s := a.sess.Load()
+	s := a.retire()
 	if s == nil {
 		a.release()
 		return
@@ -528,6 +528,20 @@ func (a *agentConn) end(err error) {
 		return
 	}
 	s.close()
+}
+
+// retire takes the connection out of the idle pool and returns its
+// session: one paired up to this moment is handled by the caller, and none
+// can be paired after it.
+func (a *agentConn) retire() *session {
+	m := a.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a.elem != nil {
+		m.idle.Remove(a.elem)
+		a.elem = nil
+	}
+	return a.sess.Load()
 }
 
 // diedUnread tells whether the agent connection ended without taking the
@@ -1144,6 +1158,11 @@ func (a *agentConn) copyBuffered(src net.Conn, s *session, keep **[]byte) error 
 				return errBytesLost
 			}
 			return errMoved
+		}
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// A late wake-up meant for an earlier pairing (see spliceFrom).
+			src.SetReadDeadline(time.Time{})
+			continue
 		}
 		if n > 0 {
 			if !a.settled(s, keep) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"time"
 
@@ -31,6 +32,12 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte)
 		avail, _, err := queued(rc)
 		if s.state.Load() == sessRetry {
 			return errMoved
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A wake-up meant for an earlier pairing of this client that
+			// arrived late: nothing else sets a read deadline here.
+			src.SetReadDeadline(time.Time{})
+			continue
 		}
 		if err != nil {
 			return err
