@@ -71,5 +71,10 @@ log {
 }
 
 relay {
-  public_wait = "10s" # how long a public client waits for an agent connection
+  public_wait         = "10s"   # from connecting until paired with an agent connection
+  write_timeout       = "60s"   # a peer that stops reading is cut after this
+  max_connections     = 16384   # data connections overall (kept below the open-file limit)
+  max_unauthenticated = 256     # per agent port, not yet authenticated
+  max_waiting         = 256     # per public mapping, not yet paired
+  log_interval        = "10s"   # peer-caused log lines: one summary per interval
 }

@@ -5,6 +5,7 @@
 package relay
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -52,6 +54,16 @@ type Options struct {
 // connection when the config does not say (docs/protocol.md §6.5).
 const DefaultPublicWait = 10 * time.Second
 
+// Defaults of the relay limits when a Config is built by hand (the config
+// loader fills in the same values from the schema).
+const (
+	DefaultWriteTimeout       = 60 * time.Second
+	DefaultMaxConnections     = 16384
+	DefaultMaxUnauthenticated = 256
+	DefaultMaxWaiting         = 256
+	DefaultLogInterval        = 10 * time.Second
+)
+
 // portHold is how long a port that something else holds is skipped before
 // the pool offers it again (§6.9).
 const portHold = time.Minute
@@ -65,6 +77,12 @@ type Connector struct {
 	apiTLS     *tls.Config // nil in dev mode
 	dataTLS    *tls.Config // nil in dev mode
 	publicWait time.Duration
+	writeWait  time.Duration // relay.write_timeout
+	logEvery   time.Duration // relay.log_interval
+	maxUnauth  int           // per agent port
+	maxWaiting int           // per public mapping
+	maxConns   int64         // data connections overall, after the open-file cap
+	nconns     atomic.Int64  // data connections open now
 	met        *metrics
 	bufs       sync.Pool // *[]byte of bigBuf
 	smallBufs  sync.Pool // *[]byte of smallCopy, for short bursts
@@ -120,6 +138,12 @@ func New(opts Options) (*Connector, error) {
 	if c.publicWait <= 0 {
 		c.publicWait = DefaultPublicWait
 	}
+	rc := opts.Config.Relay
+	c.writeWait = orDefault(rc.WriteTimeout.Duration, DefaultWriteTimeout)
+	c.logEvery = orDefault(rc.LogInterval.Duration, DefaultLogInterval)
+	c.maxUnauth = orDefault(rc.MaxUnauthenticated, DefaultMaxUnauthenticated)
+	c.maxWaiting = orDefault(rc.MaxWaiting, DefaultMaxWaiting)
+	c.maxConns = int64(orDefault(rc.MaxConnections, DefaultMaxConnections))
 	c.bufs.New = func() any { b := make([]byte, bigBuf); return &b }
 	c.smallBufs.New = func() any { b := make([]byte, smallCopy); return &b }
 	if !c.cfg.Dev {
@@ -135,6 +159,7 @@ func New(opts Options) (*Connector, error) {
 		return nil, fmt.Errorf("port pool from the config's ports and exclude: %w", err)
 	}
 	c.pool = pool
+	c.capConnections(pool.Free())
 	st := loadStore(c.storePath, c.log, time.Now())
 	c.rewrite, c.preserve = st.rewrite, st.preserve
 	for _, r := range st.recs {
@@ -723,4 +748,34 @@ func (c *Connector) stats() (mappings, free int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.mappings), c.pool.Free()
+}
+
+func orDefault[T cmp.Ordered](v, def T) T {
+	var zero T
+	if v <= zero {
+		return def
+	}
+	return v
+}
+
+// DataConnRoom is how many data connections fit in an open-file limit:
+// the rest is kept for the API, the listeners (one per pool port), the
+// store and splice pipes (a sixteenth of the limit).
+func DataConnRoom(openFiles uint64, poolPorts int) int64 {
+	return max(1, int64(openFiles)-64-int64(openFiles/16)-int64(poolPorts))
+}
+
+// capConnections lowers relay.max_connections to what the process's
+// open-file limit leaves after the reserve, so that a flood meets the
+// Connector's own limit, not EMFILE, and the API and agents keep working.
+func (c *Connector) capConnections(ports int) {
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur >= 1<<31 {
+		return
+	}
+	if room := DataConnRoom(lim.Cur, ports); room < c.maxConns {
+		c.log.Warn("relay.max_connections lowered to fit the open-file limit; raise the limit (LimitNOFILE=, ulimit -n) to hold more",
+			"configured", c.maxConns, "in_effect", room, "open_file_limit", lim.Cur)
+		c.maxConns = room
+	}
 }

@@ -37,8 +37,15 @@ const (
 	smallBuf = 512
 	bigBuf   = 256 << 10
 	// smallCopy: a burst this small is cheaper to copy through user space
-	// than to move through splice's pipe (two extra system calls).
+	// than to move through splice's pipe (two extra system calls). A public
+	// client's first bytes are read into a buffer of this size.
 	smallCopy = 16 << 10
+	// spliceChunk is the most moved by one splice, so that the write
+	// deadline is re-armed at least this often while a slow peer reads.
+	spliceChunk = 1 << 20
+	// pairAttempts is how many agent connections a public client's first
+	// bytes are offered to when each turns out dead before answering.
+	pairAttempts = 3
 )
 
 // mapping is one port pair and everything connected to it. All pairing
@@ -48,6 +55,7 @@ type mapping struct {
 	rec    Record
 	public bool
 	log    *slog.Logger
+	gate   *logGate
 
 	mu       sync.Mutex
 	ln       [2]net.Listener // nil while a port could not be opened
@@ -56,6 +64,7 @@ type mapping struct {
 	done     chan struct{}
 	conns    map[net.Conn]struct{} // every accepted connection, to close on remove
 	nauth    [2]int                // authenticated agent connections per port
+	pend     [2]list.List          // *pending per port: agent ports: not authenticated yet; public port: silent
 	idle     list.List             // public: *agentConn ready to pair
 	waiters  list.List             // public: *waiter, clients waiting for an agent
 	priv     [2]atomic.Pointer[agentConn]
@@ -64,12 +73,33 @@ type mapping struct {
 	tally    tally        // per-mapping totals (view.go)
 }
 
+// pending is a connection that a stranger can hold without proving
+// anything: on an agent port before the right passcode, on a public port
+// before its first bytes. These are what the limits bound.
+type pending struct {
+	conn  net.Conn
+	elem  *list.Element // in m.pend; guarded by m.mu; nil once out
+	spoke atomic.Bool   // its first bytes (public) or whole passcode (agent) arrived
+	gone  atomic.Bool   // no longer counted against relay.max_connections
+}
+
+// uncount takes the connection out of the overall count, once: at once
+// when it is closed to make room, so a flood's churn does not hold slots
+// until each closed connection's goroutine has run.
+func (p *pending) uncount(c *Connector) {
+	if p.gone.CompareAndSwap(false, true) {
+		c.nconns.Add(-1)
+	}
+}
+
 func newMapping(c *Connector, rec Record) *mapping {
-	return &mapping{
+	m := &mapping{
 		c: c, rec: rec, public: rec.Public(), done: make(chan struct{}),
 		conns: map[net.Conn]struct{}{},
 		log:   c.log.With("mapping", rec.ID),
 	}
+	m.gate = newLogGate(m.log, c.logEvery)
+	return m
 }
 
 func (m *mapping) port(i int) uint16 {
@@ -142,26 +172,108 @@ func (m *mapping) close(why string) {
 		conn.Close()
 	}
 	m.wg.Wait()
+	m.gate.close()
 }
 
-func (m *mapping) track(conn net.Conn) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return false
+// enter admits an accepted connection under the limits (relay.max_*):
+// overall, then per port. A full port makes room by closing its oldest
+// pending connection (the one that has had the longest to prove itself);
+// a public port whose unpaired clients have all sent bytes and wait for an
+// agent connection refuses the newcomer instead. closed reports that the
+// mapping is gone.
+func (m *mapping) enter(conn net.Conn, i int) (p *pending, closed bool) {
+	c := m.c
+	if c.nconns.Add(1) > c.maxConns {
+		c.nconns.Add(-1)
+		c.met.refused[limConnections].Inc()
+		m.gate.emit(evLimit, slog.LevelWarn, "connection refused: the Connector holds relay.max_connections data connections",
+			"port", m.port(i), "remote", conn.RemoteAddr().String(), "limit", c.maxConns)
+		return nil, false
 	}
+	lim, limit, what := limUnauthenticated, c.maxUnauth, "relay.max_unauthenticated connections that have not authenticated"
+	if m.public && i == 1 {
+		lim, limit, what = limWaiting, c.maxWaiting, "relay.max_waiting unpaired public clients"
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		c.nconns.Add(-1)
+		return nil, true
+	}
+	var victim *pending
+	if n := m.pend[i].Len() + m.unpairedLocked(i); n >= limit {
+		if e := m.evictableLocked(i); e != nil {
+			victim = m.pend[i].Remove(e).(*pending)
+			victim.elem = nil
+		} else {
+			m.mu.Unlock()
+			c.nconns.Add(-1)
+			c.met.refused[lim].Inc()
+			m.gate.emit(evLimit, slog.LevelWarn, "connection refused: the port holds "+what,
+				"port", m.port(i), "remote", conn.RemoteAddr().String(), "limit", limit)
+			return nil, false
+		}
+	}
+	p = &pending{conn: conn}
+	p.elem = m.pend[i].PushBack(p)
 	m.conns[conn] = struct{}{}
 	m.wg.Add(1)
-	return true
+	m.mu.Unlock()
+	if victim != nil {
+		victim.conn.Close()
+		victim.uncount(c)
+		c.met.evicted[lim].Inc()
+		m.gate.emit(evLimit, slog.LevelWarn, "oldest pending connection closed to make room: the port holds "+what,
+			"port", m.port(i), "remote", victim.conn.RemoteAddr().String(), "limit", limit)
+	}
+	return p, false
 }
 
-func (m *mapping) untrack(conn net.Conn) {
+// evictCandidates is how many of the oldest pending connections are looked
+// at for one that has sent nothing the Connector has not read yet.
+const evictCandidates = 16
+
+// evictableLocked picks the oldest pending connection with nothing queued:
+// one whose bytes are waiting in the kernel has spoken and is only waiting
+// for its goroutine, as a legitimate client under a flood does. nil when
+// the oldest few have all spoken.
+func (m *mapping) evictableLocked(i int) *list.Element {
+	e := m.pend[i].Front()
+	for k := 0; e != nil && k < evictCandidates; k, e = k+1, e.Next() {
+		if p := e.Value.(*pending); !p.spoke.Load() && !hasQueued(p.conn) {
+			return e
+		}
+	}
+	return nil // every candidate has spoken: refuse the newcomer instead
+}
+
+// unpairedLocked counts the public clients that sent bytes and wait for an
+// agent connection: they count against relay.max_waiting too.
+func (m *mapping) unpairedLocked(i int) int {
+	if m.public && i == 1 {
+		return m.waiters.Len()
+	}
+	return 0
+}
+
+// settleLocked takes a connection out of its port's pending list: it has
+// authenticated, or sent its first bytes.
+func (m *mapping) settleLocked(p *pending, i int) {
+	if p.elem != nil {
+		m.pend[i].Remove(p.elem)
+		p.elem = nil
+	}
+}
+
+func (m *mapping) untrack(conn net.Conn, p *pending, i int) {
 	m.mu.Lock()
+	m.settleLocked(p, i)
 	if m.conns != nil {
 		delete(m.conns, conn)
 	}
 	m.mu.Unlock()
 	conn.Close()
+	p.uncount(m.c)
 	m.wg.Done()
 }
 
@@ -181,7 +293,7 @@ func (m *mapping) acceptLoop(i int, ln net.Listener) {
 			} else if delay < time.Second {
 				delay *= 2
 			}
-			m.log.Warn("accept failed; retrying", "port", m.port(i), "err", err, "retry_in", delay)
+			m.gate.emit(evAcceptFailed, slog.LevelWarn, "accept failed; retrying", "port", m.port(i), "err", err, "retry_in", delay)
 			select {
 			case <-time.After(delay):
 				continue
@@ -190,25 +302,29 @@ func (m *mapping) acceptLoop(i int, ln net.Listener) {
 			}
 		}
 		delay = 0
-		if !m.track(conn) {
+		p, closed := m.enter(conn, i)
+		if p == nil {
 			conn.Close()
-			return
+			if closed {
+				return
+			}
+			continue
 		}
-		go m.serveConn(conn, i)
+		go m.serveConn(conn, i, p)
 	}
 }
 
-func (m *mapping) serveConn(raw net.Conn, i int) {
-	defer m.untrack(raw)
+func (m *mapping) serveConn(raw net.Conn, i int, p *pending) {
+	defer m.untrack(raw, p, i)
 	conn := raw
 	if m.c.dataTLS != nil {
 		conn = tls.Server(raw, m.c.dataTLS)
 	}
 	if m.public && i == 1 {
-		m.servePublic(conn)
+		m.servePublic(conn, p)
 		return
 	}
-	m.serveAgent(conn, i)
+	m.serveAgent(conn, i, p)
 }
 
 // agentConn is one authenticated agent connection.
@@ -218,9 +334,11 @@ type agentConn struct {
 	conn      net.Conn
 	remote    string
 	threshold time.Duration
+	released  atomic.Bool // no longer counted against maxconnections
 
 	// wmu keeps payload writes and BEAT echoes whole and apart.
 	wmu         sync.Mutex
+	wdl         int64        // write deadline in force, unix nanos; guarded by wmu
 	lastPayload atomic.Int64 // unix nanos of the last payload write into conn
 
 	sess atomic.Pointer[session] // public: set while paired
@@ -228,22 +346,101 @@ type agentConn struct {
 	elem *list.Element // in m.idle while pooled; guarded by m.mu
 }
 
+// Session states. A session is fresh while the agent connection has been
+// given only the client's first bytes and has not answered: if it dies
+// then, the client and those bytes go to another agent connection.
+const (
+	sessLive int32 = iota
+	sessFresh
+	sessRetry
+)
+
 // session is a public client paired with one agent connection.
 type session struct {
-	pub   net.Conn
-	agent *agentConn
-	once  sync.Once
-	start time.Time
+	pub    net.Conn
+	agent  *agentConn
+	start  time.Time
+	state  atomic.Int32
+	halves atomic.Int32   // directions that ended with a half-close
+	sent   atomic.Bool    // the first bytes were written to the agent connection
+	ended  sync.WaitGroup // done once the session is closed or abandoned
+	once   sync.Once
+	pubWDL int64 // write deadline in force on pub; only the agent's read loop writes to pub
 }
 
+// close ends the session: the agent connection stops counting against
+// maxconnections before it is closed, so an agent that redials on seeing
+// the close is never refused as full.
 func (s *session) close() {
 	s.once.Do(func() {
-		s.pub.Close()
+		s.agent.release()
 		s.agent.conn.Close()
+		s.pub.Close()
+		s.ended.Done()
 	})
 }
 
-func (m *mapping) serveAgent(conn net.Conn, side int) {
+// commit marks the session as past the point where it could move to
+// another agent connection; false if it already has to move.
+func (s *session) commit() bool {
+	st := s.state.Load()
+	if st == sessLive {
+		return true
+	}
+	return st == sessFresh && s.state.CompareAndSwap(sessFresh, sessLive) || s.state.Load() == sessLive
+}
+
+// abandon gives up a fresh session's dead agent connection and wakes the
+// public client's goroutine to pair again; false if the session is past
+// that point.
+func (s *session) abandon() bool {
+	if !s.state.CompareAndSwap(sessFresh, sessRetry) {
+		return false
+	}
+	s.once.Do(func() {
+		s.agent.release()
+		s.agent.conn.Close()
+		s.ended.Done()
+	})
+	s.pub.SetReadDeadline(time.Now())
+	return true
+}
+
+// halfClosed records that one direction ended with a half-close and closes
+// the session when it is the second; otherwise it waits for the session
+// to end (the other direction finishing, an error, or a move).
+func (s *session) halfClosed() {
+	if s.halves.Add(1) == 2 {
+		s.close()
+		return
+	}
+	s.ended.Wait()
+}
+
+// armPub keeps a write deadline on the public client (relay.write_timeout);
+// it moves only when a sixteenth of the timeout has passed, so a busy
+// stream does not pay a timer update per write.
+func (s *session) armPub(now time.Time, d time.Duration) {
+	armWrite(s.pub, &s.pubWDL, now, d)
+}
+
+func armWrite(c net.Conn, dl *int64, now time.Time, d time.Duration) {
+	n := now.UnixNano()
+	if *dl-n < int64(d-d/16) {
+		*dl = n + int64(d)
+		c.SetWriteDeadline(time.Unix(0, *dl))
+	}
+}
+
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		return
+	}
+	c.Close()
+}
+
+func (m *mapping) serveAgent(conn net.Conn, side int, p *pending) {
 	remote := conn.RemoteAddr().String()
 	port := m.port(side)
 	want := m.rec.PasscodePort1
@@ -253,23 +450,26 @@ func (m *mapping) serveAgent(conn net.Conn, side int) {
 	conn.SetDeadline(time.Now().Add(authTimeout))
 	var got [PasscodeLen]byte
 	n, err := io.ReadFull(conn, got[:])
+	if err == nil {
+		p.spoke.Store(true) // a whole passcode: not one to close to make room
+	}
 	if err != nil {
 		m.c.met.authFailures.Inc()
-		m.log.Warn("agent authentication failed", "port", port, "remote", remote,
+		m.gate.emit(evAuthFailed, slog.LevelWarn, "agent authentication failed", "port", port, "remote", remote,
 			"reason", fmt.Sprintf("sent %d of %d passcode bytes, then %s", n, PasscodeLen, describeErr(err)))
 		m.noteRefused(port, remote, "agent authentication failed: short or late passcode")
 		return
 	}
 	if subtle.ConstantTimeCompare(got[:], []byte(want)) != 1 {
 		m.c.met.authFailures.Inc()
-		m.log.Warn("agent authentication failed", "port", port, "remote", remote, "reason", "wrong passcode")
+		m.gate.emit(evAuthFailed, slog.LevelWarn, "agent authentication failed", "port", port, "remote", remote, "reason", "wrong passcode")
 		m.noteRefused(port, remote, "agent authentication failed: wrong passcode")
 		return
 	}
 	a := &agentConn{m: m, side: side, conn: conn, remote: remote, threshold: m.threshold(side)}
-	if !m.admit(a) {
+	if !m.admit(a, p) {
 		m.c.met.rejectedFull.Inc()
-		m.log.Warn("agent connection refused: mapping already holds maxconnections authenticated connections",
+		m.gate.emit(evAgentFull, slog.LevelWarn, "agent connection refused: mapping already holds maxconnections authenticated connections",
 			"port", port, "remote", remote, "max", m.rec.MaxConnectionsPort1)
 		m.noteRefused(port, remote, "agent refused: the mapping already holds maxconnections")
 		return
@@ -280,28 +480,88 @@ func (m *mapping) serveAgent(conn net.Conn, side int) {
 	a.wmu.Lock()
 	if !m.ready(a) {
 		a.wmu.Unlock()
-		m.leave(a)
+		a.release()
 		return
 	}
 	_, err = io.WriteString(conn, authorizedMsg)
 	a.wmu.Unlock()
-	conn.SetDeadline(time.Time{})
+	conn.SetReadDeadline(time.Time{})
 	if err != nil {
-		m.leave(a)
-		if s := a.sess.Load(); s != nil {
-			s.close()
-		}
-		m.log.Warn("agent authenticated but AUTHORIZED could not be sent", "port", port, "remote", remote, "err", err)
+		a.end(err)
+		m.gate.emit(evAuthorizedLost, slog.LevelWarn, "agent authenticated but AUTHORIZED could not be sent", "port", port, "remote", remote, "err", err)
 		return
 	}
 	m.log.Debug("agent authenticated", "port", port, "remote", remote)
 	m.agentSeen(time.Now())
-	why := a.readLoop()
-	m.leave(a)
-	if s := a.sess.Load(); s != nil {
-		s.close()
-	}
+	err = a.readLoop()
+	why := a.closeReason(err)
+	a.end(err)
 	m.log.Debug("agent connection closed", "port", port, "remote", remote, "reason", why)
+}
+
+// release stops counting the connection against maxconnections, once.
+func (a *agentConn) release() {
+	if a.released.CompareAndSwap(false, true) {
+		a.m.leave(a)
+	}
+}
+
+// end finishes an agent connection whose read loop stopped with err.
+func (a *agentConn) end(err error) {
+	s := a.retire()
+	if s == nil {
+		a.release()
+		return
+	}
+	if s.state.Load() == sessRetry {
+		a.release()
+		return
+	}
+	if s.state.Load() == sessFresh && a.diedUnread(s, err) && s.abandon() {
+		// Dead before it answered: the public client's goroutine pairs
+		// its first bytes with another agent connection.
+		a.m.c.met.retries.Inc()
+		return
+	}
+	if errors.Is(err, io.EOF) {
+		// The agent shut down its side: its slot is free now (it may
+		// redial at once); the public client learns the same and may
+		// still send until it shuts down too.
+		a.release()
+		closeWrite(s.pub)
+		s.halfClosed()
+		return
+	}
+	s.close()
+}
+
+// retire takes the connection out of the idle pool and returns its
+// session: one paired up to this moment is handled by the caller, and none
+// can be paired after it.
+func (a *agentConn) retire() *session {
+	m := a.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a.elem != nil {
+		m.idle.Remove(a.elem)
+		a.elem = nil
+	}
+	return a.sess.Load()
+}
+
+// diedUnread tells whether the agent connection ended without taking the
+// client's first bytes: reset (the agent's kernel answers bytes nobody will
+// read with a reset), or closed before they were sent. An agent that read
+// them and closed normally (a service with no reply) is not given them
+// twice.
+func (a *agentConn) diedUnread(s *session, err error) bool {
+	switch {
+	case errors.Is(err, syscall.ECONNRESET), errors.Is(err, syscall.EPIPE):
+		return true
+	case errors.Is(err, io.EOF):
+		return !s.sent.Load() || resetFollows(a.conn)
+	}
+	return false
 }
 
 func (m *mapping) threshold(side int) time.Duration {
@@ -316,9 +576,10 @@ func (m *mapping) threshold(side int) time.Duration {
 // only authenticated connections count). A private side holds one route:
 // a newer connection replaces the older one, so an agent that reconnects
 // after losing its link resumes at once.
-func (m *mapping) admit(a *agentConn) bool {
+func (m *mapping) admit(a *agentConn, p *pending) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.settleLocked(p, a.side)
 	if m.closed {
 		return false
 	}
@@ -342,7 +603,7 @@ func (m *mapping) ready(a *agentConn) bool {
 	if !m.public {
 		m.mu.Unlock()
 		if old := m.priv[a.side].Swap(a); old != nil {
-			m.log.Info("private route: newer agent connection replaces the previous one",
+			m.gate.emit(evPrivateReplaced, slog.LevelInfo, "private route: newer agent connection replaces the previous one",
 				"port", m.port(a.side), "remote", a.remote, "previous", old.remote)
 			old.conn.Close()
 		}
@@ -351,7 +612,7 @@ func (m *mapping) ready(a *agentConn) bool {
 	if e := m.waiters.Front(); e != nil {
 		w := m.waiters.Remove(e).(*waiter)
 		w.elem = nil
-		m.pairLocked(a, w.pub)
+		m.pairLocked(a, w.pub, w.replay)
 		m.mu.Unlock()
 		w.ch <- a
 		return true
@@ -361,8 +622,13 @@ func (m *mapping) ready(a *agentConn) bool {
 	return true
 }
 
-func (m *mapping) pairLocked(a *agentConn, pub net.Conn) {
-	a.sess.Store(&session{pub: pub, agent: a, start: time.Now()})
+func (m *mapping) pairLocked(a *agentConn, pub net.Conn, replay bool) {
+	s := &session{pub: pub, agent: a, start: time.Now()}
+	if replay {
+		s.state.Store(sessFresh)
+	}
+	s.ended.Add(1)
+	a.sess.Store(s)
 }
 
 func (m *mapping) leave(a *agentConn) {
@@ -397,9 +663,17 @@ func (m *mapping) counts() (idle, paired int) {
 	return idle, paired
 }
 
+// errMoved ends a read loop or a copy whose session moved to another agent
+// connection.
+var errMoved = errors.New("session moved to another agent connection")
+
+// errBytesLost: the agent connection died while client bytes that could
+// not be kept were in flight, so the session cannot move.
+var errBytesLost = errors.New("agent connection died while the public client was sending")
+
 // readLoop reads from the agent until the connection ends: answers BEAT,
 // forwards payload, and enforces the heartbeat absence threshold (§6.3).
-func (a *agentConn) readLoop() string {
+func (a *agentConn) readLoop() error {
 	buf := make([]byte, smallBuf)
 	var big *[]byte
 	defer func() {
@@ -420,84 +694,143 @@ func (a *agentConn) readLoop() string {
 				a.m.agentSeen(now)
 			}
 		}
-		if pub := a.splicePeer(); pub != nil {
+		if pub, s := a.splicePeer(); pub != nil {
 			// Bulk data to a public client: wait for the agent's bytes and
 			// learn how many are queued. A chunk larger than any heartbeat
-			// is payload and goes socket to socket; a small one is read
-			// below and checked for BEAT, as a read would see it (§6.6).
+			// that does not start with one is payload and goes socket to
+			// socket; a small one is read below and checked for BEAT, as a
+			// read would see it (§6.6).
 			if rc == nil {
 				var err error
 				if rc, err = a.conn.(*net.TCPConn).SyscallConn(); err != nil {
-					return describeErr(err)
+					return err
 				}
 			}
-			avail, err := queued(rc)
+			avail, beat, err := queued(rc)
 			if err != nil {
-				return a.closeReason(err)
+				if a.keepAlive(err) {
+					deadlineSet = time.Time{}
+					continue
+				}
+				return err
 			}
-			if avail > len(buf) {
-				n, err := io.CopyN(pub, a.conn.(*net.TCPConn), int64(avail))
-				a.m.countFromAgent(n)
-				if err != nil {
-					return "relaying to the public client failed: " + describeErr(err)
+			if avail > len(buf) && !beat {
+				if !s.commit() {
+					return errMoved
+				}
+				if err := a.spliceOut(s, pub, avail); err != nil {
+					return err
 				}
 				continue
 			}
 		}
 		n, err := a.conn.Read(buf)
 		if n > 0 {
-			if isBeats(buf[:n]) {
+			data := buf[:n]
+			if lead, trail := edgeBeats(data); lead+trail > 0 {
+				// Heartbeats, alone or glued to payload: the agent's BEAT
+				// is a write of its own, which can arrive in one read with
+				// the payload written just before or after it.
 				a.echo()
-			} else if ferr := a.forward(buf[:n]); ferr != nil {
-				return "public client write failed: " + describeErr(ferr)
+				data = data[lead : len(data)-trail]
+				if len(data) > 0 {
+					a.m.c.met.beatsInPayload.Inc()
+				}
+			}
+			if len(data) > 0 {
+				if ferr := a.forward(data); ferr != nil {
+					return ferr
+				}
 			}
 		}
 		if err != nil {
-			return a.closeReason(err)
+			if n == 0 && a.keepAlive(err) {
+				deadlineSet = time.Time{}
+				continue
+			}
+			return err
 		}
 		// A read that fills the small buffer means bulk data is flowing and
 		// cannot be spliced (TLS, private route): switch to a big buffer for
 		// the rest of the connection. Sessions of small messages never take
 		// one.
-		if big == nil && n == len(buf) && a.busy() && a.splicePeer() == nil {
-			big = a.m.c.bufs.Get().(*[]byte)
-			buf = *big
+		if big == nil && n == len(buf) && a.busy() {
+			if pub, _ := a.splicePeer(); pub == nil {
+				big = a.m.c.bufs.Get().(*[]byte)
+				buf = *big
+			}
 		}
 	}
 }
 
-// splicePeer is the public client's TCP connection when this agent
-// connection is paired and both are plain TCP, so bytes can be spliced.
-func (a *agentConn) splicePeer() *net.TCPConn {
+// keepAlive: the heartbeat deadline passed, but the connection is paired
+// and its peer wrote payload into it within the threshold. Traffic in
+// either direction keeps a paired connection alive, so an upload the agent
+// only reads is not cut.
+func (a *agentConn) keepAlive(err error) bool {
+	return a.threshold > 0 && errors.Is(err, os.ErrDeadlineExceeded) && a.busy() &&
+		time.Since(time.Unix(0, a.lastPayload.Load())) < a.threshold
+}
+
+// spliceOut moves avail queued agent bytes to the public client, in
+// chunks so that the write deadline moves while a slow client reads.
+func (a *agentConn) spliceOut(s *session, pub *net.TCPConn, avail int) error {
+	for avail > 0 {
+		k := min(avail, spliceChunk)
+		s.armPub(time.Now(), a.m.c.writeWait)
+		n, err := io.CopyN(pub, a.conn.(*net.TCPConn), int64(k))
+		a.m.countFromAgent(int64(n))
+		if err != nil {
+			a.m.writeFailed(err, "public client", pub)
+			return fmt.Errorf("relaying to the public client: %w", err)
+		}
+		avail -= k
+	}
+	return nil
+}
+
+// writeFailed counts and logs a write that passed relay.write_timeout.
+func (m *mapping) writeFailed(err error, who string, c net.Conn) {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		m.c.met.writeTimeouts.Inc()
+		m.gate.emit(evWriteTimeout, slog.LevelInfo, who+" stopped reading for longer than relay.write_timeout; closing its session",
+			"remote", c.RemoteAddr().String(), "write_timeout", m.c.writeWait)
+	}
+}
+
+// splicePeer is the public client's TCP connection and the session when
+// this agent connection is paired and both are plain TCP, so bytes can be
+// spliced.
+func (a *agentConn) splicePeer() (*net.TCPConn, *session) {
 	if !canSplice || !a.m.public {
-		return nil
+		return nil, nil
 	}
 	s := a.sess.Load()
 	if s == nil {
-		return nil
+		return nil, nil
 	}
 	pub, ok := s.pub.(*net.TCPConn)
 	if !ok {
-		return nil
+		return nil, nil
 	}
 	if _, ok := a.conn.(*net.TCPConn); !ok {
-		return nil
+		return nil, nil
 	}
-	return pub
+	return pub, s
 }
 
-// isBeats reports whether a chunk is one or more whole BEATs: a heartbeat,
-// or several that TCP merged into one read. Anything else is payload.
-func isBeats(b []byte) bool {
-	if len(b) == 0 || len(b)%len(beatMsg) != 0 {
-		return false
+// edgeBeats is how many bytes of whole BEATs a chunk starts and ends with:
+// a heartbeat, several that TCP merged, or heartbeats merged with the
+// payload the agent wrote just before or after them. The rest is payload.
+// A chunk of nothing but BEATs is all lead.
+func edgeBeats(b []byte) (lead, trail int) {
+	for len(b)-lead >= len(beatMsg) && string(b[lead:lead+len(beatMsg)]) == beatMsg {
+		lead += len(beatMsg)
 	}
-	for i := 0; i < len(b); i += len(beatMsg) {
-		if string(b[i:i+len(beatMsg)]) != beatMsg {
-			return false
-		}
+	for e := len(b) - trail; e-lead >= len(beatMsg) && string(b[e-len(beatMsg):e]) == beatMsg; e = len(b) - trail {
+		trail += len(beatMsg)
 	}
-	return true
+	return lead, trail
 }
 
 // closeReason says why the agent's read loop ended, for the log, and counts
@@ -506,10 +839,12 @@ func (a *agentConn) closeReason(err error) string {
 	switch {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		a.m.c.met.beatTimeouts.Inc()
-		a.m.log.Info("agent connection silent for longer than its heartbeat absence threshold; closing",
+		a.m.gate.emit(evBeatTimeout, slog.LevelInfo, "agent connection silent for longer than its heartbeat absence threshold; closing",
 			"port", a.m.port(a.side), "remote", a.remote, "threshold", a.threshold)
 		a.m.noteTimeout(a.m.port(a.side), a.remote)
 		return "heartbeat absence threshold passed"
+	case errors.Is(err, errMoved):
+		return err.Error()
 	case errors.Is(err, io.EOF):
 		return "agent closed the connection"
 	case errors.Is(err, net.ErrClosed):
@@ -540,9 +875,17 @@ func (a *agentConn) forward(b []byte) error {
 			met.droppedUnpaired.Add(float64(len(b)))
 			return nil
 		}
+		if !s.commit() {
+			return errMoved
+		}
+		s.armPub(time.Now(), a.m.c.writeWait)
 		n, err := s.pub.Write(b)
 		a.m.countFromAgent(int64(n))
-		return err
+		if err != nil {
+			a.m.writeFailed(err, "public client", s.pub)
+			return fmt.Errorf("public client write failed: %w", err)
+		}
+		return nil
 	}
 	o := a.m.priv[1-a.side].Load()
 	if o == nil {
@@ -555,14 +898,22 @@ func (a *agentConn) forward(b []byte) error {
 	if err != nil {
 		// The other side's link broke; it reconnects on its own and this
 		// side carries on.
+		a.m.writeFailed(err, "private route agent", o.conn)
 		o.conn.Close()
 	}
 	return nil
 }
 
+// armWrite keeps the write deadline of the agent connection; caller holds
+// wmu.
+func (a *agentConn) armWrite(now time.Time) {
+	armWrite(a.conn, &a.wdl, now, a.m.c.writeWait)
+}
+
 func (a *agentConn) writePayload(b []byte) (int, error) {
 	a.wmu.Lock()
 	defer a.wmu.Unlock()
+	a.armWrite(time.Now())
 	n, err := a.conn.Write(b)
 	a.lastPayload.Store(time.Now().UnixNano())
 	return n, err
@@ -582,71 +933,154 @@ func (a *agentConn) echo() {
 	if time.Since(time.Unix(0, a.lastPayload.Load())) < beatQuiet {
 		return
 	}
-	a.conn.SetWriteDeadline(time.Now().Add(authTimeout))
+	a.armWrite(time.Now())
 	io.WriteString(a.conn, beatMsg)
-	a.conn.SetWriteDeadline(time.Time{})
 }
 
 // waiter is a public client waiting for a free agent connection.
 type waiter struct {
-	pub  net.Conn
-	ch   chan *agentConn
-	elem *list.Element // in m.waiters; guarded by m.mu
+	pub    net.Conn
+	replay bool
+	ch     chan *agentConn
+	elem   *list.Element // in m.waiters; guarded by m.mu
 }
 
-// servePublic pairs a public client with a free agent connection, waiting up
-// to the configured time for one (§6.5). Nothing is read from the client
-// while it waits, so its first bytes stay queued in the kernel, intact.
-func (m *mapping) servePublic(pub net.Conn) {
+// servePublic pairs a public client with a free agent connection once it
+// has sent its first bytes, waiting up to relay.public_wait in all from
+// its arrival (§6.5). A client that sends nothing holds no agent
+// connection, over TLS too; one that sends nothing within the wait is
+// closed.
+func (m *mapping) servePublic(pub net.Conn, p *pending) {
 	remote := pub.RemoteAddr().String()
-	if tc, ok := pub.(*tls.Conn); ok {
-		// Finish TLS before taking an agent connection, so a client that
-		// never completes the handshake cannot hold one.
-		tc.SetDeadline(time.Now().Add(authTimeout))
-		if err := tc.Handshake(); err != nil {
-			m.log.Debug("public client TLS handshake failed", "remote", remote, "err", err)
-			return
-		}
-		tc.SetDeadline(time.Time{})
-	}
-	first := 0 // bytes known to be queued from the client
+	deadline := time.Now().Add(m.c.publicWait)
+	pub.SetDeadline(deadline)
+	// Wait for the first bytes without a buffer, so that silent clients
+	// hold none (over TLS, the handshake comes first).
+	var err error
 	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
-		// Pair only once the client has sent something: the agent opens
-		// its microservice connection on the first bytes anyway, and an
-		// idle or half-open client then holds no agent connection. The
-		// bytes stay queued for the agent.
-		rc, err := tcp.SyscallConn()
-		if err != nil {
-			return
+		var rc syscall.RawConn
+		if rc, err = tcp.SyscallConn(); err == nil {
+			if _, _, err = queued(rc); err == nil {
+				// Bytes are queued: from here the client is not one to
+				// close to make room, though they are not read yet.
+				p.spoke.Store(true)
+			}
 		}
-		if first, err = queued(rc); err != nil {
-			return
-		}
+	} else if tc, ok := pub.(*tls.Conn); ok {
+		err = tc.Handshake()
 	}
-	a := m.takeAgent(pub)
-	if a == nil {
+	// The first bytes stay in user space until the agent answers, so that
+	// they can go to another agent connection if this one turns out dead.
+	var bp, keep *[]byte
+	defer func() {
+		if keep != nil {
+			m.c.smallBufs.Put(keep)
+		}
+	}()
+	n := 0
+	if err == nil {
+		bp = m.c.smallBufs.Get().(*[]byte)
+		keep = bp
+		n, err = pub.Read(*bp)
+	}
+	if n == 0 {
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			m.c.met.silentTimeouts.Inc()
+			m.gate.emit(evSilentTimeout, slog.LevelInfo, "public client closed: it sent nothing within relay.public_wait",
+				"remote", remote, "waited", m.c.publicWait)
+		} else {
+			m.log.Debug("public client left before sending anything", "remote", remote, "reason", describeErr(err))
+		}
 		return
 	}
-	s := a.sess.Load()
+	p.spoke.Store(true)
+	first := (*bp)[:n]
 	met := m.c.met
-	m.countSession()
-	met.sessionsActive.Inc()
-	m.sessions.Add(1)
-	m.log.Debug("public client paired", "remote", remote, "agent", a.remote)
-	err := a.copyFrom(pub, first)
-	s.close()
-	met.sessionsActive.Dec()
-	m.sessions.Add(-1)
-	why := "public client closed the connection"
-	if err != nil && !errors.Is(err, io.EOF) {
-		why = describeErr(err)
+	for attempt := 1; ; attempt++ {
+		a := m.takeAgent(pub, p, deadline, attempt < pairAttempts)
+		if a == nil {
+			return
+		}
+		if attempt == 1 {
+			m.countSession()
+			met.sessionsActive.Inc()
+			m.sessions.Add(1)
+			defer func() {
+				met.sessionsActive.Dec()
+				m.sessions.Add(-1)
+			}()
+		}
+		// The wait is over; writes get relay.write_timeout from now on.
+		pub.SetDeadline(time.Time{})
+		s := a.sess.Load()
+		m.log.Debug("public client paired", "remote", remote, "agent", a.remote, "attempt", attempt)
+		err := m.relayPublic(a, s, pub, first, &keep)
+		if errors.Is(err, errMoved) {
+			m.log.Debug("agent connection died before answering; pairing the public client again", "remote", remote, "agent", a.remote)
+			deadline = time.Now().Add(m.c.publicWait)
+			pub.SetReadDeadline(deadline)
+			continue
+		}
+		why := "public client closed the connection"
+		if err != nil && !errors.Is(err, io.EOF) {
+			why = describeErr(err)
+		}
+		m.log.Debug("public session closed", "remote", remote, "agent", a.remote, "reason", why,
+			"duration", time.Since(s.start).Round(time.Millisecond))
+		return
 	}
-	m.log.Debug("public session closed", "remote", remote, "agent", a.remote, "reason", why,
-		"duration", time.Since(s.start).Round(time.Millisecond))
 }
 
-func (m *mapping) takeAgent(pub net.Conn) *agentConn {
+// relayPublic gives the agent connection the client's first bytes, relays
+// the rest, and passes on a half-close. errMoved: the agent connection
+// died before answering and the client must be paired again.
+func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []byte, keep **[]byte) error {
+	w, err := a.writePayload(first)
+	s.sent.Store(true)
+	m.countToAgent(int64(w))
+	if err != nil {
+		if s.abandon() {
+			m.c.met.retries.Inc()
+			return errMoved
+		}
+		if s.state.Load() == sessRetry {
+			return errMoved
+		}
+		m.writeFailed(err, "agent", a.conn)
+		s.close()
+		return err
+	}
+	err = a.copyFrom(pub, s, keep)
+	switch {
+	case errors.Is(err, errMoved):
+		return err
+	case errors.Is(err, io.EOF):
+		// The client shut down its side (or left): pass it on and keep
+		// relaying the reply. The slot is released first, so the agent
+		// can redial at once when it sees the end.
+		a.release()
+		a.wmu.Lock()
+		closeWrite(a.conn)
+		a.wmu.Unlock()
+		s.halfClosed()
+		if s.state.Load() == sessRetry {
+			return errMoved
+		}
+		return io.EOF
+	}
+	if s.state.Load() == sessRetry && !errors.Is(err, errBytesLost) {
+		return errMoved
+	}
+	s.close()
+	return err
+}
+
+// takeAgent pairs pub with an idle agent connection, waiting for one until
+// deadline. replay: the session may move to another agent connection if
+// this one dies before answering.
+func (m *mapping) takeAgent(pub net.Conn, p *pending, deadline time.Time, replay bool) *agentConn {
 	m.mu.Lock()
+	m.settleLocked(p, 1)
 	if m.closed {
 		m.mu.Unlock()
 		return nil
@@ -655,16 +1089,15 @@ func (m *mapping) takeAgent(pub net.Conn) *agentConn {
 	if e := m.idle.Back(); e != nil {
 		a := m.idle.Remove(e).(*agentConn)
 		a.elem = nil
-		m.pairLocked(a, pub)
+		m.pairLocked(a, pub, replay)
 		m.mu.Unlock()
 		return a
 	}
-	w := &waiter{pub: pub, ch: make(chan *agentConn, 1)}
+	w := &waiter{pub: pub, replay: replay, ch: make(chan *agentConn, 1)}
 	w.elem = m.waiters.PushBack(w)
 	m.mu.Unlock()
 
-	wait := m.c.publicWait
-	t := time.NewTimer(wait)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case a := <-w.ch:
@@ -686,35 +1119,66 @@ func (m *mapping) takeAgent(pub net.Conn) *agentConn {
 	}
 	if !closed {
 		m.c.met.waitTimeouts.Inc()
-		m.log.Info("public client closed: no agent connection came free in time",
-			"remote", pub.RemoteAddr().String(), "waited", wait)
+		m.gate.emit(evWaitTimeout, slog.LevelInfo, "public client closed: no agent connection came free in time",
+			"remote", pub.RemoteAddr().String(), "waited", m.c.publicWait)
 		m.noteRefused(m.rec.Port2, pub.RemoteAddr().String(), "public client closed: no agent connection came free in time")
 	}
 	return nil
 }
 
-// copyFrom relays public client bytes into the agent connection; first is
-// how many are already known to be queued (0: unknown).
-func (a *agentConn) copyFrom(src net.Conn, first int) error {
+// copyFrom relays public client bytes into the agent connection after the
+// first ones. keep is the buffer holding those, returned to its pool once
+// the session can no longer move.
+func (a *agentConn) copyFrom(src net.Conn, s *session, keep **[]byte) error {
 	if st, ok := src.(*net.TCPConn); ok {
 		if dt, ok := a.conn.(*net.TCPConn); ok {
-			return a.spliceFrom(st, dt, first)
+			return a.spliceFrom(st, dt, s, keep)
 		}
 	}
-	return a.copyBuffered(src)
+	return a.copyBuffered(src, s, keep)
+}
+
+// settled is called before more client bytes are consumed: false when the
+// session has to move instead; otherwise the first bytes' buffer is given
+// back.
+func (a *agentConn) settled(s *session, keep **[]byte) bool {
+	if !s.commit() {
+		return false
+	}
+	if *keep != nil {
+		a.m.c.smallBufs.Put(*keep)
+		*keep = nil
+	}
+	return true
 }
 
 // copyBuffered is copyFrom through user space, for TLS connections.
-func (a *agentConn) copyBuffered(src net.Conn) error {
+func (a *agentConn) copyBuffered(src net.Conn, s *session, keep **[]byte) error {
 	bp := a.m.c.bufs.Get().(*[]byte)
 	defer a.m.c.bufs.Put(bp)
 	buf := *bp
 	for {
 		n, err := src.Read(buf)
+		if s.state.Load() == sessRetry {
+			// Woken to move; bytes read meanwhile cannot follow.
+			if n > 0 {
+				return errBytesLost
+			}
+			return errMoved
+		}
+		if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+			// A late wake-up meant for an earlier pairing (see spliceFrom).
+			src.SetReadDeadline(time.Time{})
+			continue
+		}
 		if n > 0 {
+			if !a.settled(s, keep) {
+				return errMoved
+			}
 			w, werr := a.writePayload(buf[:n])
 			a.m.countToAgent(int64(w))
 			if werr != nil {
+				a.m.writeFailed(werr, "agent", a.conn)
 				return werr
 			}
 		}

@@ -19,7 +19,23 @@ type metrics struct {
 	waitTimeouts    prometheus.Counter
 	rejectedFull    prometheus.Counter
 	droppedUnpaired prometheus.Counter
+	silentTimeouts  prometheus.Counter
+	writeTimeouts   prometheus.Counter
+	retries         prometheus.Counter
+	beatsInPayload  prometheus.Counter
+	refused         [nLimits]prometheus.Counter // new connections closed at once, by limit
+	evicted         [nLimits]prometheus.Counter // oldest pending connections closed to make room
 }
+
+// The limits on what strangers can hold (relay.max_*), as metric labels.
+const (
+	limConnections = iota
+	limUnauthenticated
+	limWaiting
+	nLimits
+)
+
+var limitNames = [nLimits]string{"connections", "unauthenticated", "waiting"}
 
 // snapshot is what the collector reads from the Connector at scrape time.
 type snapshot struct {
@@ -71,6 +87,22 @@ func newMetrics(snap func() snapshot, extra []prometheus.Collector) (*metrics, e
 		Help: "Authenticated agent connections refused because the mapping already held maxconnections."})
 	m.droppedUnpaired = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "dropped_unpaired_bytes_total",
 		Help: "Payload bytes from an agent connection with nobody on the other side, dropped."})
+	m.silentTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "public_silent_timeouts_total",
+		Help: "Public clients closed for sending nothing within relay.public_wait."})
+	m.writeTimeouts = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "write_timeouts_total",
+		Help: "Sessions closed because a peer took no bytes for relay.write_timeout."})
+	m.retries = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "public_session_moves_total",
+		Help: "Public clients moved, with their first bytes, to another agent connection because theirs died before answering."})
+	m.beatsInPayload = prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "heartbeats_in_payload_total",
+		Help: "Reads from an agent with payload that began or ended with BEAT; those BEATs were taken as heartbeats and stripped."})
+	refused := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_refused_total",
+		Help: "New data connections closed at once because a limit was reached, by limit (connections, unauthenticated, waiting)."}, []string{"limit"})
+	evicted := prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "connections_evicted_total",
+		Help: "Oldest unauthenticated or silent connections closed to make room for a new one, by limit."}, []string{"limit"})
+	for i, name := range limitNames {
+		m.refused[i] = refused.WithLabelValues(name)
+		m.evicted[i] = evicted.WithLabelValues(name)
+	}
 	sc := &stateCollector{
 		snap:       snap,
 		mappings:   prometheus.NewDesc(ns+"_mappings", "Mappings, by type.", []string{"type"}, nil),
@@ -78,7 +110,8 @@ func newMetrics(snap func() snapshot, extra []prometheus.Collector) (*metrics, e
 		agentConns: prometheus.NewDesc(ns+"_agent_connections", "Authenticated agent connections, by state (idle: pooled or waiting for a peer; paired: carrying a session or a private route).", []string{"state"}, nil),
 	}
 	cs := []prometheus.Collector{m.sessionsTotal, m.sessionsActive, m.bytes, m.authFailures, m.beatTimeouts,
-		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, sc,
+		m.waitTimeouts, m.rejectedFull, m.droppedUnpaired, m.silentTimeouts, m.writeTimeouts, m.retries, m.beatsInPayload,
+		refused, evicted, sc,
 		// Goroutines, heap, open file descriptors and RSS: what an operator
 		// checks when the number of agent connections grows.
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"syscall"
 	"time"
 
@@ -18,19 +19,30 @@ const canSplice = true
 // agent's write lock, until the client has bytes queued and learns how many;
 // then it splices exactly that many under the lock. So a BEAT echo can
 // always tell whether a payload write is in progress (§6.6), and the lock is
-// never held while the client is quiet.
-func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
+// never held while the client is quiet. Nothing is consumed from the client
+// before the session is settled, so a session that has to move to another
+// agent connection leaves the client's next bytes queued for it.
+func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte) error {
 	rc, err := src.SyscallConn()
 	if err != nil {
 		return err
 	}
 	for {
-		avail := first
-		first = 0
-		if avail == 0 {
-			if avail, err = queued(rc); err != nil {
-				return err
-			}
+		avail, _, err := queued(rc)
+		if s.state.Load() == sessRetry {
+			return errMoved
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			// A wake-up meant for an earlier pairing of this client that
+			// arrived late: nothing else sets a read deadline here.
+			src.SetReadDeadline(time.Time{})
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !a.settled(s, keep) {
+			return errMoved
 		}
 		if avail <= smallCopy {
 			bp := a.m.c.smallBufs.Get().(*[]byte)
@@ -43,6 +55,7 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 			}
 			a.m.c.smallBufs.Put(bp)
 			if werr != nil {
+				a.m.writeFailed(werr, "agent", dst)
 				return werr
 			}
 			if rerr != nil {
@@ -50,24 +63,32 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, first int) error {
 			}
 			continue
 		}
-		a.wmu.Lock()
-		n, err := io.CopyN(dst, src, int64(avail))
-		a.lastPayload.Store(time.Now().UnixNano())
-		a.wmu.Unlock()
-		a.m.countToAgent(n)
-		if err != nil {
-			return err
+		for avail > 0 {
+			k := min(avail, spliceChunk)
+			a.wmu.Lock()
+			a.armWrite(time.Now())
+			n, err := io.CopyN(dst, src, int64(k))
+			a.lastPayload.Store(time.Now().UnixNano())
+			a.wmu.Unlock()
+			a.m.countToAgent(n)
+			if err != nil {
+				a.m.writeFailed(err, "agent", dst)
+				return err
+			}
+			avail -= k
 		}
 	}
 }
 
-// queued blocks until the socket has bytes to read and returns how many;
-// io.EOF when the peer has closed its side.
-func queued(rc syscall.RawConn) (int, error) {
+// queued blocks until the socket has bytes to read and returns how many,
+// and whether they start with a BEAT; io.EOF when the peer has closed its
+// side.
+func queued(rc syscall.RawConn) (int, bool, error) {
 	var (
 		avail int
+		beat  bool
 		opErr error
-		peek  [1]byte
+		peek  [len(beatMsg)]byte
 	)
 	err := rc.Read(func(fd uintptr) bool {
 		n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
@@ -79,6 +100,7 @@ func queued(rc syscall.RawConn) (int, error) {
 		case n == 0:
 			opErr = io.EOF
 		default:
+			beat = n == len(peek) && string(peek[:]) == beatMsg
 			avail, opErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
 			if opErr == nil && avail < 1 {
 				avail = 1
@@ -87,7 +109,67 @@ func queued(rc syscall.RawConn) (int, error) {
 		return true
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	return avail, opErr
+	return avail, beat, opErr
+}
+
+// resetFollows waits briefly after an agent's end of stream for the reset
+// its kernel sends when bytes arrived that the agent never read: a couple of
+// round-trip times, as the kernel measured them. Only a fresh session whose
+// agent connection ends takes this wait.
+func resetFollows(c net.Conn) bool {
+	if nc, ok := c.(interface{ NetConn() net.Conn }); ok {
+		c = nc.NetConn()
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	info := func() (*unix.TCPInfo, error) {
+		var ti *unix.TCPInfo
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { ti, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil {
+			return nil, err
+		}
+		return ti, ierr
+	}
+	ti, err := info()
+	if err != nil {
+		return false
+	}
+	wait := 2*time.Duration(ti.Rtt)*time.Microsecond + 20*time.Millisecond
+	end := time.Now().Add(min(wait, 2*time.Second))
+	for {
+		if ti.State == unix.BPF_TCP_CLOSE {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+		if ti, err = info(); err != nil {
+			return true
+		}
+	}
+}
+
+// hasQueued reports whether a connection has received bytes not read yet,
+// without reading or blocking.
+func hasQueued(c net.Conn) bool {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return false
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	n := 0
+	rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.SIOCINQ) })
+	return n > 0
 }

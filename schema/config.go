@@ -155,6 +155,18 @@ type Relay struct {
 	// PublicWait is how long a public client waits for a free agent
 	// connection before it is closed (docs/protocol.md §6.5). Default 10s.
 	PublicWait Duration `json:"public_wait"`
+	// WriteTimeout bounds one blocked write to a peer. Default 60s.
+	WriteTimeout Duration `json:"write_timeout"`
+	// MaxConnections bounds data connections overall. Default 16384.
+	MaxConnections int `json:"max_connections"`
+	// MaxUnauthenticated bounds connections per agent port that have not
+	// authenticated yet. Default 256.
+	MaxUnauthenticated int `json:"max_unauthenticated"`
+	// MaxWaiting bounds unpaired public clients per mapping. Default 256.
+	MaxWaiting int `json:"max_waiting"`
+	// LogInterval is how often a repeated peer-caused log line is
+	// summarised. Default 10s.
+	LogInterval Duration `json:"log_interval"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("10s") in

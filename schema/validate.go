@@ -427,7 +427,7 @@ func (l *loader) valueCheck(v cue.Value, p path) {
 		if !validHost(strings.TrimPrefix(s, "*.")) || isIP(s) {
 			l.c.add(pos, p, fmt.Sprintf("%q is not a DNS name (put IP addresses in tls.ips)", s))
 		}
-	case "relay.public_wait", "api.read_timeout", "api.idle_timeout":
+	case "relay.public_wait", "relay.write_timeout", "relay.log_interval", "api.read_timeout", "api.idle_timeout":
 		if d, err := time.ParseDuration(s); err == nil && d <= 0 {
 			l.c.add(pos, p, fmt.Sprintf("%s must be more than zero", s))
 		}

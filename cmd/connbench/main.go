@@ -26,6 +26,9 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if len(os.Args) > 1 && os.Args[1] == "nofile" {
+		os.Exit(runNoFile(os.Args[2:], os.Stderr))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "relay" {
 		os.Exit(runRelay(ctx, os.Args[2:], os.Stderr))
 	}
@@ -44,7 +47,12 @@ type options struct {
 	pool     int           // agent connections pooled at the public mapping
 	settle   time.Duration // wait before reading memory
 	skipPeer map[string]bool
-	phases   map[string]bool // streams, setup, memory
+	phases   map[string]bool // streams, setup, memory, flood
+
+	flood        int           // hostile connections held in the flood measurement
+	floodNoFile  int           // open-file limit of the Connector under the flood
+	floodRedial  time.Duration // a hostile connection's pause before dialling again
+	floodSamples int           // sessions and API calls timed each way
 }
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
@@ -61,12 +69,16 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.pool, "pool", 60, "agent connections pooled at the public mapping (the Controller asks for 60)")
 	fs.DurationVar(&o.settle, "settle", 3*time.Second, "wait before reading the Connector's memory")
 	fs.StringVar(&skip, "skip", "", "comma-separated peers to leave out: socat, haproxy, connector")
-	fs.StringVar(&only, "only", "streams,setup,memory", "comma-separated measurements to run: streams, setup, memory")
+	fs.StringVar(&only, "only", "streams,setup,memory,flood", "comma-separated measurements to run: streams, setup, memory, flood")
+	fs.IntVar(&o.flood, "flood", 5000, "hostile connections held against one mapping in the flood measurement")
+	fs.IntVar(&o.floodNoFile, "flood-nofile", 1024, "open-file limit of the Connector in the flood measurement")
+	fs.DurationVar(&o.floodRedial, "flood-redial", time.Second, "pause before a closed hostile connection dials again")
+	fs.IntVar(&o.floodSamples, "flood-samples", 1000, "sessions and API calls timed without and during the flood")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
-	if o.rounds < 1 || o.stream <= 0 || o.setup <= 0 || o.pool < 1 || o.idle < 0 {
-		err := fmt.Errorf("connbench: -rounds, -stream, -setup and -pool must be positive, -idle not negative")
+	if o.rounds < 1 || o.stream <= 0 || o.setup <= 0 || o.pool < 1 || o.idle < 0 || o.flood < 0 || o.floodNoFile < 64 || o.floodSamples < 1 {
+		err := fmt.Errorf("connbench: -rounds, -stream, -setup, -pool and -flood-samples must be positive, -idle and -flood not negative, -flood-nofile at least 64")
 		fmt.Fprintln(stderr, err)
 		return o, err
 	}
@@ -77,8 +89,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.FieldsFunc(only, comma) {
-		if p != "streams" && p != "setup" && p != "memory" {
-			err := fmt.Errorf("connbench: -only: unknown measurement %q (streams, setup, memory)", p)
+		if p != "streams" && p != "setup" && p != "memory" && p != "flood" {
+			err := fmt.Errorf("connbench: -only: unknown measurement %q (streams, setup, memory, flood)", p)
 			fmt.Fprintln(stderr, err)
 			return o, err
 		}

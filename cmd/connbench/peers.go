@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -243,22 +244,34 @@ type connector struct {
 	api *controlapi.Client
 }
 
+// poolPorts is the size of the Connector's port pool in the benchmark.
+const poolPorts = 10
+
 func startConnector(bin, dir string) (*connector, error) {
+	return startConnectorWith(bin, dir, nil)
+}
+
+// startConnectorWith starts the Connector through a wrapper command (nil:
+// directly), e.g. one that lowers its open-file limit.
+func startConnectorWith(bin, dir string, wrapper []string) (*connector, error) {
 	if _, err := os.Stat(bin); err != nil {
 		return nil, fmt.Errorf("the Connector binary %s is missing (make out/iofog-connector builds it): %w", bin, err)
 	}
-	base, err := freeRange(12)
+	base, err := freeRange(poolPorts + 2)
 	if err != nil {
 		return nil, err
 	}
 	apiPort, broker := base, base+1
 	cfg := map[string]any{
-		"ports":   []string{fmt.Sprintf("%d-%d", base+2, base+11)},
+		"ports":   []string{fmt.Sprintf("%d-%d", base+2, base+1+poolPorts)},
 		"exclude": []string{},
 		"broker":  broker,
 		"address": "127.0.0.1",
 		"dev":     true,
 		"api":     map[string]any{"http_port": apiPort},
+		// As many connections as the open-file limit lets it hold: the
+		// memory figure holds about 20,000.
+		"relay": map[string]any{"max_connections": 1 << 20},
 	}
 	text, _ := json.Marshal(cfg)
 	cfgPath := filepath.Join(dir, "iofog-connector.conf")
@@ -269,7 +282,15 @@ func startConnector(bin, dir string) (*connector, error) {
 	if err := os.MkdirAll(state, 0o755); err != nil {
 		return nil, fmt.Errorf("making the Connector's state directory: %w", err)
 	}
-	c, err := startChild(bin, []string{"run", "--config", cfgPath, "--state-dir", state}, nil)
+	args := []string{"run", "--config", cfgPath, "--state-dir", state}
+	name := bin
+	if len(wrapper) > 0 {
+		if abs, err := filepath.Abs(bin); err == nil {
+			bin = abs
+		}
+		name, args = wrapper[0], append(append(slices.Clone(wrapper[1:]), bin), args...)
+	}
+	c, err := startChild(name, args, nil)
 	if err != nil {
 		return nil, err
 	}

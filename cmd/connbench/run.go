@@ -21,6 +21,7 @@ import (
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/procstat"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/report"
 	"github.com/eclipse-iofog/iofog-connector/cmd/connbench/traffic"
+	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 	"github.com/eclipse-iofog/iofog-connector/tunnel"
 )
@@ -88,6 +89,7 @@ type bench struct {
 	streams map[string]map[string]*stream
 	setups  map[int]map[string]*setupRuns
 	mem     memory
+	flood   floodResult
 	notes   []string
 	// loadStart is the load average when measuring began.
 	loadStart string
@@ -121,7 +123,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		streams: map[string]map[string]*stream{toAgent: {}, toPublic: {}},
 		setups:  map[int]map[string]*setupRuns{},
 	}
-	if o.phases["memory"] {
+	if o.phases["memory"] || o.phases["flood"] {
 		if err := b.raiseFileLimit(); err != nil {
 			b.notes = append(b.notes, err.Error())
 		}
@@ -161,6 +163,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if k != nil && o.idle > 0 && o.phases["memory"] {
 		b.measureMemory(ctx, k)
 	}
+	if !o.skipPeer[pConnector] && o.flood > 0 && o.phases["flood"] {
+		b.measureFlood(ctx, dir)
+	}
 	if ctx.Err() != nil {
 		log.Error("connbench: interrupted")
 		return 1
@@ -187,7 +192,7 @@ const fdReserve = 256
 // Raising the hard limit needs CAP_SYS_RESOURCE; without it the run holds
 // as many idle connections as the hard limit leaves room for, and says so.
 func (b *bench) raiseFileLimit() error {
-	want := uint64(b.o.idle) + fdReserve
+	want := uint64(max(b.o.idle, b.o.flood)) + fdReserve
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("reading RLIMIT_NOFILE: %w", err)
@@ -202,10 +207,17 @@ func (b *bench) raiseFileLimit() error {
 	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return fmt.Errorf("raising RLIMIT_NOFILE to its hard limit %d: %w", lim.Max, err)
 	}
-	if room := int(lim.Max) - fdReserve; room < b.o.idle {
+	// The Connector keeps part of its limit for the API and pipes, and
+	// holds the pooled agent connections besides.
+	if room := int(min(int64(lim.Max)-fdReserve, relay.DataConnRoom(lim.Max, poolPorts)-int64(2*b.o.pool))); room < b.o.idle {
 		asked := b.o.idle
 		b.o.idle = max(room, 0)
 		return fmt.Errorf("open-file hard limit is %d and cannot be raised here (no CAP_SYS_RESOURCE): held %d idle connections instead of %d", lim.Max, b.o.idle, asked)
+	}
+	if room := int(lim.Max) - fdReserve; room < b.o.flood {
+		asked := b.o.flood
+		b.o.flood = max(room, 0)
+		return fmt.Errorf("open-file hard limit is %d and cannot be raised here (no CAP_SYS_RESOURCE): flooded with %d connections instead of %d", lim.Max, b.o.flood, asked)
 	}
 	return nil
 }
@@ -576,6 +588,9 @@ func (b *bench) rows() []report.Row {
 	if b.o.phases["memory"] && b.o.idle > 0 {
 		rows = append(rows, b.memoryRows()...)
 	}
+	if b.o.phases["flood"] && b.o.flood > 0 {
+		rows = append(rows, b.floodRows()...)
+	}
 	return rows
 }
 
@@ -702,8 +717,8 @@ func (b *bench) writeReport(ctx context.Context, w io.Writer, took time.Duration
 		strings.TrimSpace(string(osRelease)), runtime.NumCPU(), runtime.Version(), took.Round(time.Second), b.loadStart, loadavg())
 	fmt.Fprintf(w, "connector: %s\n", version(ctx, b.o.bin, "version"))
 	fmt.Fprintf(w, "socat: %s; haproxy: %s\n", socatVersion(ctx), version(ctx, "haproxy", "-v"))
-	fmt.Fprintf(w, "settings: -stream %v -rounds %d -setup %v -pool %d -idle %d (medians over rounds; loopback; CPU from /proc/PID/stat)\n\n",
-		b.o.stream, b.o.rounds, b.o.setup, b.o.pool, b.o.idle)
+	fmt.Fprintf(w, "settings: -stream %v -rounds %d -setup %v -pool %d -idle %d -flood %d -flood-nofile %d -flood-redial %v -flood-samples %d (medians over rounds; loopback; CPU from /proc/PID/stat)\n\n",
+		b.o.stream, b.o.rounds, b.o.setup, b.o.pool, b.o.idle, b.o.flood, b.o.floodNoFile, b.o.floodRedial, b.o.floodSamples)
 	report.Write(w, b.rows())
 	fmt.Fprintln(w)
 	b.writeRaw(w)
@@ -716,6 +731,7 @@ func (b *bench) writeReport(ctx context.Context, w io.Writer, took time.Duration
 				per(b.mem.go0.heap, b.mem.go1.heap), per(b.mem.go0.stack, b.mem.go1.stack))
 		}
 	}
+	b.writeFloodNotes(w)
 	for _, name := range peerOrder() {
 		if why, ok := b.missing[name]; ok {
 			fmt.Fprintf(w, "not measured: %s: %s\n", label(name), why)

@@ -270,3 +270,11 @@ func echoOnce(ctx context.Context, dial Dial) error {
 	}
 	return nil
 }
+
+// Session times one session set up as Setup's are: connect, a one-byte
+// echo, close.
+func Session(ctx context.Context, dial Dial) (time.Duration, error) {
+	start := time.Now()
+	err := echoOnce(ctx, dial)
+	return time.Since(start), err
+}
