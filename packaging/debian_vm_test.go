@@ -78,8 +78,14 @@ func TestDebianSystemd(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	last := start
+	step := func(done string) { // where the time goes, for the README's figures
+		t.Logf("%s: %s", done, time.Since(last).Round(time.Second))
+		last = time.Now()
+	}
+	step("Debian system, packages, disk")
 	g := bootGuest(ctx, t, disk, boot)
-	t.Logf("booted after %s", time.Since(start).Round(time.Second))
+	step("boot")
 	for _, p := range []string{v1, v2} {
 		g.put(p, "/root/"+filepath.Base(p), 0o644)
 	}
@@ -88,6 +94,10 @@ func TestDebianSystemd(t *testing.T) {
 	// Install as a user would. apt has no package lists and the guest no
 	// route out: it must need nothing but the file.
 	out := g.sh("apt install -y ./" + filepath.Base(v1))
+	// The comparison after purge must be able to see the package's files.
+	if d := diffLines(before, g.snapshot()); !strings.Contains(d, "+ "+BinaryPath+" f 755 root:root") || !strings.Contains(d, "  /etc/passwd") {
+		t.Errorf("the file list after install does not show the package's binary and user:\n%s", d)
+	}
 	if !strings.Contains(out, "not started") {
 		t.Errorf("apt install did not say the daemon is not started yet:\n%s", out)
 	}
@@ -101,6 +111,8 @@ func TestDebianSystemd(t *testing.T) {
 		t.Errorf("after install, systemctl is-active = %q, want inactive (a fresh install waits for the user)", got)
 	}
 
+	step("install")
+
 	// service and systemctl agree, both ways.
 	g.sh("service " + Name + " start")
 	pid := g.waitActive(0)
@@ -112,6 +124,8 @@ func TestDebianSystemd(t *testing.T) {
 	pid = g.waitActive(0)
 	g.agree(true)
 
+	step("service and systemctl")
+
 	// A mapping added through the API relays bytes, from the host through
 	// QEMU's forwarded ports.
 	api := apiEndpoint{base: "http://" + g.vm.Addr(8080), client: http.DefaultClient}
@@ -120,6 +134,8 @@ func TestDebianSystemd(t *testing.T) {
 	maps := []mapping{pub, priv}
 	relayRoundTrip(t, pub, g.dial)
 	g.checkMappings(api, maps)
+
+	step("mappings")
 
 	// The firewall, turned on as the README says: the setting and the
 	// shipped drop-in. The table holds the mapping ports while the daemon
@@ -139,12 +155,16 @@ func TestDebianSystemd(t *testing.T) {
 	pid = g.waitActive(pid)
 	g.checkTable(maps)
 
+	step("firewall")
+
 	// A crash: systemd restarts it (Restart=on-failure) with every mapping.
 	g.sh("systemctl kill -s KILL " + Name)
 	pid = g.waitActive(pid)
 	g.checkMappings(api, maps)
 	relayRoundTrip(t, pub, g.dial)
 	g.checkTable(maps)
+
+	step("crash")
 
 	// A reboot brings it back, enabled, with every mapping.
 	g = g.reboot(ctx, disk, boot)
@@ -157,6 +177,8 @@ func TestDebianSystemd(t *testing.T) {
 	g.checkMappings(api, maps)
 	relayRoundTrip(t, pub, g.dial)
 	g.checkTable(maps)
+
+	step("reboot")
 
 	// An upgrade keeps the edited settings and the mappings, and restarts
 	// the daemon on the new binary.
@@ -171,6 +193,8 @@ func TestDebianSystemd(t *testing.T) {
 	g.checkProcess(pid)
 	g.checkMappings(api, maps)
 	relayRoundTrip(t, pub, g.dial)
+
+	step("upgrade")
 
 	// TLS as the README says: a certificate from `iofog-connector cert`,
 	// "dev": false, a restart. The API and every mapping port speak TLS on
@@ -196,18 +220,23 @@ func TestDebianSystemd(t *testing.T) {
 	})
 	g.checkTable(maps)
 
+	step("TLS")
+
 	// The journal has the lines the README promises, and the sandbox is as
 	// tight as it was.
 	journal := g.out("journalctl -u " + Name + " --no-pager -o cat")
 	for _, want := range []string{
 		"iofog-connector is up and running", "mapping added", "firewall table applied",
-		"shutting down: signal received", "iofog-connector is stopped", "reopened a stored mapping's port",
+		"shutting down: signal received", "iofog-connector is stopped",
+		"mappings=2", `mode="TLS`,
 	} {
 		if !strings.Contains(journal, want) {
 			t.Errorf("journalctl -u %s lacks %q", Name, want)
 		}
 	}
 	g.checkExposure()
+
+	step("journal, systemd-analyze security")
 
 	// Purge: the user takes away the drop-in they added (purge leaves it, as
 	// the README says), then everything the package made goes, and nothing
@@ -224,6 +253,7 @@ func TestDebianSystemd(t *testing.T) {
 	if d := diffLines(before, after); d != "" {
 		t.Errorf("the system after purge differs from before install (- before, + after):\n%s", d)
 	}
+	step("purge")
 	t.Logf("done after %s", time.Since(start).Round(time.Second))
 }
 
@@ -268,9 +298,24 @@ type guest struct {
 
 func bootGuest(ctx context.Context, t *testing.T, disk string, boot *qemu.Boot) *guest {
 	t.Helper()
-	fwd := []qemu.Forward{{Guest: agentPort}, {Guest: 8080}, {Guest: 443}}
+	guestPorts := []int{agentPort, 8080, 443}
 	for p := 6000; p <= 6050; p++ {
-		fwd = append(fwd, qemu.Forward{Guest: p})
+		guestPorts = append(guestPorts, p)
+	}
+	// Host ports chosen together, each held until all are, so no two
+	// forwards get the same one.
+	var fwd []qemu.Forward
+	var held []net.Listener
+	for _, p := range guestPorts {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("finding free loopback ports to forward: %v", err)
+		}
+		held = append(held, ln)
+		fwd = append(fwd, qemu.Forward{Guest: p, Host: ln.Addr().(*net.TCPAddr).Port})
+	}
+	for _, ln := range held { // free for QEMU to take
+		ln.Close()
 	}
 	vm, err := qemu.Start(ctx, qemu.Options{
 		Board: "x86_64", Image: disk, Mode: qemu.Direct, Boot: boot, Forward: fwd,
@@ -287,7 +332,7 @@ func bootGuest(ctx context.Context, t *testing.T, disk string, boot *qemu.Boot) 
 	g := &guest{t: t, vm: vm, url: "http://" + vm.Addr(agentPort)}
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if code, _ := g.try("true"); code == 0 {
+		if code, _ := g.tryWithin("true", 5*time.Second); code == 0 {
 			return g
 		}
 		if time.Now().After(deadline) {
@@ -302,7 +347,7 @@ func bootGuest(ctx context.Context, t *testing.T, disk string, boot *qemu.Boot) 
 // same disk).
 func (g *guest) reboot(ctx context.Context, disk string, boot *qemu.Boot) *guest {
 	g.t.Helper()
-	g.try("systemctl --no-block reboot")
+	g.tryWithin("systemctl --no-block reboot", 30*time.Second)
 	if err := g.vm.Wait(10 * time.Minute); err != nil {
 		g.t.Fatalf("rebooting: %v", err)
 	}
@@ -312,7 +357,20 @@ func (g *guest) reboot(ctx context.Context, disk string, boot *qemu.Boot) *guest
 // try runs a shell script in the guest and returns its exit status and
 // output; -1 when the agent could not be reached.
 func (g *guest) try(script string) (int, string) {
-	resp, err := http.Post(g.url+"/run?timeout=600", "text/plain", strings.NewReader(script))
+	return g.tryWithin(script, 10*time.Minute)
+}
+
+// tryWithin is try with a limit on the whole exchange: a guest whose
+// network is not up yet holds a forwarded connection open unanswered.
+func (g *guest) tryWithin(script string, limit time.Duration) (int, string) {
+	began := time.Now()
+	defer func() {
+		if d := time.Since(began); d > 10*time.Second {
+			g.t.Logf("guest: %s: %s", script, d.Round(time.Second))
+		}
+	}()
+	client := &http.Client{Timeout: limit + 30*time.Second}
+	resp, err := client.Post(fmt.Sprintf("%s/run?timeout=%d", g.url, int(limit.Seconds())), "text/plain", strings.NewReader(script))
 	if err != nil {
 		return -1, err.Error()
 	}

@@ -104,7 +104,7 @@ func (d *Debian) Disk(dst string, files ...DiskFile) error {
 	}
 	// debugfs reports most failures on its output and exits 0.
 	for _, line := range strings.Split(string(out), "\n") {
-		if strings.HasPrefix(line, "debugfs:") || strings.TrimSpace(line) == "" || strings.HasPrefix(line, "Allocated inode") {
+		if strings.HasPrefix(line, "debugfs") || strings.TrimSpace(line) == "" || strings.HasPrefix(line, "Allocated inode") {
 			continue
 		}
 		return fmt.Errorf("debugfs writing files into %s: %s", dst, out)

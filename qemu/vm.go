@@ -76,7 +76,7 @@ type Options struct {
 	// image's own kernel, initrd and command line: for a system that is not
 	// an appliance image (the Debian system the package tests install on).
 	Boot *Boot
-	Log         *slog.Logger
+	Log  *slog.Logger
 }
 
 // VM is a running QEMU.
