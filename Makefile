@@ -15,7 +15,7 @@ BOARD    ?= x86_64
 export CGO_ENABLED := 0
 export IOFOG_CACHE := $(CACHE)
 
-.PHONY: all deps build run test test-short bench fuzz fetch image qemu packages clean
+.PHONY: all deps build run test test-short bench fuzz fetch debian-vm image qemu packages clean
 
 all: build
 
@@ -39,7 +39,7 @@ deps:
 	./scripts/install-test-deps.sh
 
 ## test: every test, including root (namespaces, nftables) and QEMU boot tests
-test: deps fetch
+test: deps fetch debian-vm
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 60m ./...
 
@@ -61,6 +61,10 @@ fuzz:
 ## fetch: Debian kernels and firmware into .cache/ (warm re-runs take seconds)
 fetch:
 	./scripts/fetch.sh $(CACHE)
+
+## debian-vm: the Debian system the package test boots, into .cache/debian-vm/ (built once, then cached)
+debian-vm: deps
+	./scripts/debian-vm.sh $(CACHE) >/dev/null
 
 ## image: appliance images for both boards in out/
 image: build fetch
