@@ -64,7 +64,7 @@ fetch:
 
 ## debian-vm: the Debian system the package test boots, into .cache/debian-vm/ (built once, then cached)
 debian-vm: deps
-	./scripts/debian-vm.sh $(CACHE) >/dev/null
+	@if [ "$$IOFOG_SKIP_QEMU" = 1 ]; then echo "debian-vm: skipped (IOFOG_SKIP_QEMU=1)"; else ./scripts/debian-vm.sh $(CACHE) >/dev/null; fi
 
 ## image: appliance images for both boards in out/
 image: build fetch
