@@ -17,7 +17,7 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 export CGO_ENABLED := 0
 export IOFOG_CACHE := $(CACHE)
 
-.PHONY: all deps build run check test test-short test-long bench fuzz fetch image qemu packages clean
+.PHONY: all deps build run check test test-short test-long bench fuzz fetch debian-vm image qemu packages clean
 
 all: build
 
@@ -47,7 +47,7 @@ check:
 	$(GO) run $(STATICCHECK) ./...
 
 ## test: the checks, then every test, including root (namespaces, nftables) and QEMU boot tests
-test: deps fetch check
+test: deps fetch check debian-vm
 	$(GO) test -count=1 -timeout 60m ./...
 
 ## test-long: the power-cut test on the real x86 image, POWERCUTS cuts (default 20; make test runs 3)
@@ -73,6 +73,10 @@ fuzz:
 ## fetch: Debian kernels and firmware into .cache/ (warm re-runs take seconds)
 fetch:
 	./scripts/fetch.sh $(CACHE)
+
+## debian-vm: the Debian system the package test boots, into .cache/debian-vm/ (built once, then cached)
+debian-vm: deps
+	@if [ "$$IOFOG_SKIP_QEMU" = 1 ]; then echo "debian-vm: skipped (IOFOG_SKIP_QEMU=1)"; else ./scripts/debian-vm.sh $(CACHE) >/dev/null; fi
 
 ## image: appliance images for both boards in out/
 image: build fetch

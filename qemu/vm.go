@@ -72,7 +72,11 @@ type Options struct {
 	Devices []string
 	// Interactive connects the console to the terminal (stdin too).
 	Interactive bool
-	Log         *slog.Logger
+	// Boot, when set, is what x86_64 Direct mode loads instead of the
+	// image's own kernel, initrd and command line: for a system that is not
+	// an appliance image (the Debian system the package tests install on).
+	Boot *Boot
+	Log  *slog.Logger
 }
 
 // VM is a running QEMU.
@@ -245,9 +249,12 @@ func (vm *VM) args(o Options) ([]string, error) {
 
 	switch {
 	case o.Board == "x86_64" && o.Mode == Direct:
-		b, err := ExtractBoot(o.Image, o.Board, o.CacheDir)
-		if err != nil {
-			return nil, err
+		b := o.Boot
+		if b == nil {
+			var err error
+			if b, err = ExtractBoot(o.Image, o.Board, o.CacheDir); err != nil {
+				return nil, err
+			}
 		}
 		// On a starved host the emulated timer can miss the kernel's
 		// IO-APIC timer check, which then panics ("IO-APIC + timer doesn't
