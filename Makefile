@@ -67,10 +67,11 @@ fuzz:
 fetch:
 	./scripts/fetch.sh $(CACHE)
 
-## image: appliance images for both boards in out/
+## image: appliance images for both boards in out/, each with its signed update bundle (SIGN_KEY=FILE, else a test key)
+SIGN_KEY ?=
 image: build fetch
-	$(OUT)/mkimage --board x86_64 --binary $(OUT)/linux-amd64/iofog-connector --out $(OUT)/iofog-connector-x86_64.img
-	$(OUT)/mkimage --board rpi --binary $(OUT)/linux-arm64/iofog-connector --out $(OUT)/iofog-connector-rpi.img
+	$(OUT)/mkimage --board x86_64 --binary $(OUT)/linux-amd64/iofog-connector --version $(VERSION) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY)) --out $(OUT)/iofog-connector-x86_64.img
+	$(OUT)/mkimage --board rpi --binary $(OUT)/linux-arm64/iofog-connector --version $(VERSION) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY)) --out $(OUT)/iofog-connector-rpi.img
 
 ## qemu: boot an image interactively (BOARD=x86_64|rpi)
 qemu: fetch

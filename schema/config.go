@@ -25,6 +25,7 @@ type Config struct {
 	API      API         `json:"api"`
 	Log      Log         `json:"log"`
 	Relay    Relay       `json:"relay"`
+	Update   Update      `json:"update"`
 }
 
 // Interface configures one network interface. An empty Name means the first
@@ -124,3 +125,13 @@ type Relay struct {
 // Duration is a time.Duration written as a Go duration string ("10s") in
 // JSON, CUE and HCL alike.
 type Duration struct{ time.Duration }
+
+// Update configures in-place updates of the appliance.
+type Update struct {
+	// Keys are extra public keys ("ed25519:BASE64") bundles may be
+	// signed with, besides those the image carries.
+	Keys []string `json:"keys,omitempty"`
+	// CommitAfter is how long a new system must stay healthy after its
+	// trial boot before it commits itself. Default 2m.
+	CommitAfter Duration `json:"commit_after"`
+}
