@@ -205,6 +205,8 @@ func IsRefusal(err error) bool {
 // and the board, then each file with its hash checked as it is read.
 type Reader struct {
 	tr       *tar.Reader
+	src      *counter
+	end      int64 // where the last file's data ended in the stream
 	Manifest *Manifest
 	Signer   PublicKey
 	next     int
@@ -217,7 +219,8 @@ func NewReader(r io.Reader, keys []PublicKey, board string) (*Reader, error) {
 	if len(keys) == 0 {
 		return nil, &Refusal{Reason: errNoKeys.Error()}
 	}
-	tr := tar.NewReader(r)
+	src := &counter{r: r}
+	tr := tar.NewReader(src)
 	mdata, err := readEntry(tr, ManifestName, MaxManifest)
 	if err != nil {
 		return nil, err
@@ -246,7 +249,7 @@ func NewReader(r io.Reader, keys []PublicKey, board string) (*Reader, error) {
 	if m.Board != board {
 		return nil, refuse("bundle is for board %q, this is %q", m.Board, board)
 	}
-	return &Reader{tr: tr, Manifest: m, Signer: signer}, nil
+	return &Reader{tr: tr, src: src, Manifest: m, Signer: signer}, nil
 }
 
 // readEntry reads the next tar entry, which must be a regular file called
@@ -280,6 +283,12 @@ func (r *Reader) Next() (FileSum, io.Reader, error) {
 		if _, err := r.tr.Next(); err != io.EOF {
 			return FileSum{}, nil, refuse("data after the last file the manifest lists")
 		}
+		// archive/tar takes a stream that stops where the end marker
+		// (two zero blocks) should start as complete; a bundle must
+		// have it, so a cut-off upload is never taken for whole.
+		if r.src.n < (r.end+511)/512*512+1024 {
+			return FileSum{}, nil, refuse("ends without the end-of-archive marker (truncated)")
+		}
 		return FileSum{}, nil, io.EOF
 	}
 	want := r.Manifest.Files[r.next]
@@ -297,7 +306,7 @@ func (r *Reader) Next() (FileSum, io.Reader, error) {
 	if hdr.Size != want.Size {
 		return want, nil, refuse("%s: %d bytes, the manifest says %d", want.Path, hdr.Size, want.Size)
 	}
-	return want, &hashReader{r: r.tr, h: sha256.New(), want: want}, nil
+	return want, &hashReader{r: r.tr, h: sha256.New(), want: want, done: func() { r.end = r.src.n }}, nil
 }
 
 type hashReader struct {
@@ -305,6 +314,7 @@ type hashReader struct {
 	h    hash.Hash
 	want FileSum
 	n    int64
+	done func()
 }
 
 func (h *hashReader) Read(p []byte) (int, error) {
@@ -318,6 +328,7 @@ func (h *hashReader) Read(p []byte) (int, error) {
 		if got := hex.EncodeToString(h.h.Sum(nil)); got != h.want.SHA256 {
 			return n, refuse("%s: sha256 %s, the manifest says %s", h.want.Path, got, h.want.SHA256)
 		}
+		h.done()
 	} else if err != nil {
 		return n, refuse("reading %s: %v (truncated?)", h.want.Path, err)
 	}
@@ -344,4 +355,15 @@ func Verify(r io.Reader, keys []PublicKey, board string) (*Manifest, error) {
 			return nil, err
 		}
 	}
+}
+
+type counter struct {
+	r io.Reader
+	n int64
+}
+
+func (c *counter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -102,6 +102,8 @@ func TestBundleRefused(t *testing.T) {
 		{"truncated in the manifest", good[:700], keys, "x86_64", "truncated"},
 		{"truncated in a file", good[:len(good)/2], keys, "x86_64", "truncated"},
 		{"truncated before the end marker", good[:len(good)-1024-512], keys, "x86_64", ""},
+		{"end marker cut off", good[:len(good)-1024], keys, "x86_64", "end-of-archive"},
+		{"half the end marker", good[:len(good)-512], keys, "x86_64", "end-of-archive"},
 		{"corrupt file", corrupt, keys, "x86_64", "sha256"},
 		{"empty", nil, keys, "x86_64", "truncated, or not a bundle"},
 		{"not a tar", []byte(strings.Repeat("garbage ", 200)), keys, "x86_64", "not a bundle"},
