@@ -104,6 +104,8 @@ type system struct {
 	stMu    sync.Mutex
 	st      status.Status
 	printed string // last status printed on the console
+
+	rebootArg string // for reboot(2): "0 tryboot" after a Pi update
 }
 
 // Run boots the appliance and returns only if powering off failed.

@@ -31,6 +31,9 @@ type Status struct {
 	TLS        string // "" in dev mode; else what serves TLS (file, fingerprint)
 
 	Connector Connector
+
+	// Update is the system slots and the last update, one line each.
+	Update []string
 }
 
 // Config is the verdict on the config files.
@@ -106,6 +109,14 @@ func Render(s Status) []byte {
 		line("Ignored", strings.Join(c.Ignored, ", ")+" ("+c.File+" comes first)")
 	}
 	b.WriteString("\n")
+
+	if len(s.Update) > 0 {
+		b.WriteString("System slots:\n")
+		for _, l := range s.Update {
+			b.WriteString("  " + l + "\n")
+		}
+		b.WriteString("\n")
+	}
 
 	b.WriteString("Network:\n")
 	if len(s.Interfaces) == 0 {
