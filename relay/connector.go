@@ -42,6 +42,9 @@ type Options struct {
 	Logger            *slog.Logger
 	// Collectors are extra metrics served on /metrics (e.g. firewall counters).
 	Collectors []prometheus.Collector
+	// Update, when set, serves /api/v2/update and /api/v2/update/status
+	// (the appliance's in-place updates) behind the same API and its rules.
+	Update http.Handler
 }
 
 // DefaultPublicWait is how long a public client waits for a free agent
