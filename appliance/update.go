@@ -53,7 +53,7 @@ type windowed struct {
 }
 
 func (w windowed) Install(s update.Slot, r *update.Reader, p func(int64)) error {
-	return w.part.Writable(func() error { return w.Firmware.Install(s, r, p) })
+	return w.part.WritableBulk(func() error { return w.Firmware.Install(s, r, p) })
 }
 func (w windowed) ArmOnce(s update.Slot) error {
 	return w.part.Writable(func() error { return w.Firmware.ArmOnce(s) })
@@ -93,8 +93,13 @@ func (s *system) setupUpdates(ctx context.Context) (*updates, error) {
 	if err != nil {
 		return nil, err
 	}
+	// The version alone, as bundles name it ("v1.2.0", not "v1.2.0 (commit ...)").
+	version := s.opts.Version
+	if f := strings.Fields(version); len(f) > 0 {
+		version = f[0]
+	}
 	up.u = &update.Updater{FW: up.fw, Record: filepath.Join(s.stateDir, update.RecordFile), Keys: keys,
-		Board: up.board, Version: s.opts.Version, Log: s.log.With("part", "update")}
+		Board: up.board, Version: version, Log: s.log.With("part", "update")}
 	return up, nil
 }
 
@@ -187,11 +192,21 @@ func (up *updates) show(rec *update.Record) {
 		return
 	}
 	running, _, _ := up.fw.State()
-	up.s.setStatus(func(st *status.Status) { st.Update = describe(rec, running) })
+	up.s.setStatus(func(st *status.Status) { st.Update = describe(rec, running, up.u.Version) })
 }
 
-func describe(rec *update.Record, running update.Slot) []string {
+func describe(rec *update.Record, running update.Slot, version string) []string {
 	var lines []string
+	if running == "" {
+		// Booted through the fallback path (EFI/BOOT/BOOTX64.EFI, the
+		// image's first system): that is the committed slot when the
+		// versions agree, as on a fresh box.
+		if rec.Slots[rec.Committed].Version == version {
+			running = rec.Committed
+		} else {
+			lines = append(lines, "running: the fallback boot path ("+version+"), not a slot")
+		}
+	}
 	for _, sl := range []update.Slot{update.SlotA, update.SlotB} {
 		v := rec.Slots[sl].Version
 		if v == "" {
@@ -307,7 +322,7 @@ func (up *updates) serve(ctx context.Context) {
 		}
 		running, _, _ := up.fw.State()
 		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(map[string]any{"board": up.board, "running": running, "record": rec, "lines": describe(rec, running)})
+		json.NewEncoder(w).Encode(map[string]any{"board": up.board, "running": running, "record": rec, "lines": describe(rec, running, up.u.Version)})
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()

@@ -68,7 +68,7 @@ func TestUpdateEndpoint(t *testing.T) {
 		t.Error("the upload was left on the data partition")
 	}
 	rec, _ := up.u.Load()
-	lines := strings.Join(describe(rec, update.SlotA), "\n")
+	lines := strings.Join(describe(rec, update.SlotA, "v1"), "\n")
 	if !strings.Contains(lines, "slot A: v1 (running, committed)") || !strings.Contains(lines, "slot B: v2 (trial pending)") {
 		t.Errorf("status lines:\n%s", lines)
 	}

@@ -73,6 +73,10 @@ type Options struct {
 	// Interactive connects the console to the terminal (stdin too).
 	Interactive bool
 	Log         *slog.Logger
+	// VarsFile keeps the UEFI variables (boot entries, BootNext) across
+	// VMs on the same disk, as a real board's NVRAM does; made from
+	// OVMF's template when missing. Empty: fresh variables per VM.
+	VarsFile string
 }
 
 // VM is a running QEMU.
@@ -266,7 +270,12 @@ func (vm *VM) args(o Options) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		varsCopy, err := writeTmp("OVMF_VARS.fd", vars)
+		varsCopy := o.VarsFile
+		if varsCopy == "" {
+			varsCopy, err = writeTmp("OVMF_VARS.fd", vars)
+		} else if _, serr := os.Stat(varsCopy); serr != nil {
+			err = os.WriteFile(varsCopy, vars, 0o644)
+		}
 		if err != nil {
 			return nil, err
 		}
