@@ -1,6 +1,7 @@
 package appliance_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -250,4 +251,101 @@ func TestUpdateRollbackInQEMU(t *testing.T) {
 	if !strings.Contains(string(status), "last update: rolled back to v2-broken") {
 		t.Errorf("STATUS.txt does not report the rollback:\n%s", status)
 	}
+}
+
+// TestUpdatePowerCutInQEMU pulls the plug (QEMU killed) while the bundle
+// is being written to the inactive slot, and again during the trial boot
+// of the new system: each time the next boot runs the old system with the
+// mapping, and the record says how the attempt ended.
+func TestUpdatePowerCutInQEMU(t *testing.T) {
+	cache := requireQEMU(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	keys := []update.PublicKey{update.Public(key)}
+	build := func(version string) *image.Result {
+		res, err := image.Build(ctx, image.Options{Board: "x86_64", Out: filepath.Join(dir, version, "appliance.img"),
+			Binary: versionedBinary(t, dir, version), CacheDir: cache, Version: version, SignKey: key, AcceptKeys: keys})
+		if err != nil {
+			t.Fatalf("building %s: %v", version, err)
+		}
+		return res
+	}
+	v1, v2 := build("v1"), build("v2")
+	bundle, err := os.ReadFile(v2.Bundle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vars := filepath.Join(dir, "OVMF_VARS.fd")
+	forwards := []qemu.Forward{{Guest: 8080}}
+	start := func() *qemu.VM {
+		vm, err := qemu.Start(ctx, qemu.Options{Board: "x86_64", Image: v1.Image, Mode: qemu.UEFI, CacheDir: cache,
+			Forward: forwards, Console: &consoleLog{t: t}, VarsFile: vars})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(vm.Stop)
+		forwards[0].Host = vm.HostPort(8080)
+		return vm
+	}
+	// upload posts the bundle and returns the reply as it streams.
+	upload := func(api string) *bufio.Scanner {
+		resp, err := http.Post(api+"/api/v2/update?force=1", "application/x-tar", bytes.NewReader(bundle))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return bufio.NewScanner(resp.Body)
+	}
+	checkOld := func(vm *qemu.VM, outcome string) {
+		t.Helper()
+		waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+		api := "http://" + vm.Addr(8080)
+		slots := updateStatus(t, api)
+		for _, want := range []string{"slot A: v1 (running, committed)", outcome} {
+			if !strings.Contains(slots, want) {
+				t.Errorf("slots lack %q:\n%s", want, slots)
+			}
+		}
+		if st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}}); st["mappings"] != float64(1) {
+			t.Errorf("%v mappings, want 1", st["mappings"])
+		}
+	}
+
+	vm := start()
+	waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
+	api := "http://" + vm.Addr(8080)
+	apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
+
+	// Cut 1: while slot B is written.
+	sc := upload(api)
+	for sc.Scan() {
+		if strings.HasPrefix(sc.Text(), "write") {
+			break
+		}
+	}
+	vm.Stop()
+	vm = start()
+	checkOld(vm, "last update: interrupted to v2 in slot B")
+
+	// Cut 2: the trial boot of v2, as it starts.
+	api = "http://" + vm.Addr(8080)
+	sc = upload(api)
+	var last string
+	for sc.Scan() {
+		last = sc.Text()
+	}
+	if !strings.HasPrefix(last, "ok:") {
+		t.Fatalf("second upload: %s", last)
+	}
+	if err := vm.Wait(stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	vm = start()
+	waitConsole(ctx, t, vm, 0, `appliance starting.*version="v2`, bootTimeout)
+	vm.Stop()
+	vm = start()
+	checkOld(vm, "last update: rolled back to v2 in slot B")
 }
