@@ -41,7 +41,8 @@ func versionedBinary(t *testing.T, dir, version string) string {
 // TestUpdateInQEMU updates the real x86 image from v1 to v2 through the
 // API under OVMF, whose variables persist across the VMs as a board's
 // NVRAM does: v2 boots once on trial (BootNext), commits itself once
-// healthy with the stored mapping back, and is the default from then on.
+// healthy with the stored mapping back, and is the default from then on;
+// the next update (v3) goes to slot A.
 func TestUpdateInQEMU(t *testing.T) {
 	cache := requireQEMU(t)
 	dir := t.TempDir()
@@ -64,7 +65,7 @@ func TestUpdateInQEMU(t *testing.T) {
 		}
 		return res
 	}
-	v1, v2 := build("v1"), build("v2")
+	v1, v2, v3 := build("v1"), build("v2"), build("v3")
 	vars := filepath.Join(dir, "OVMF_VARS.fd")
 	forwards := []qemu.Forward{{Guest: 8080}}
 	start := func() *qemu.VM {
@@ -124,8 +125,32 @@ func TestUpdateInQEMU(t *testing.T) {
 	// Committed: a plain boot runs v2 again.
 	vm = start()
 	waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
-	if slots := updateStatus(t, "http://"+vm.Addr(8080)); !strings.Contains(slots, "slot B: v2 (running, committed)") {
+	api = "http://" + vm.Addr(8080)
+	if slots := updateStatus(t, api); !strings.Contains(slots, "slot B: v2 (running, committed)") {
 		t.Errorf("after a plain reboot:\n%s", slots)
+	}
+
+	// The next update goes back to slot A.
+	bundle, _ = os.ReadFile(v3.Bundle)
+	resp, err = http.Post(api+"/api/v2/update", "application/x-tar", bytes.NewReader(bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reply, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(reply), "ok: v3 written to slot A") {
+		t.Fatalf("second update reply:\n%s", reply)
+	}
+	if err := vm.Wait(stepTimeout); err != nil {
+		t.Fatal(err)
+	}
+	vm = start()
+	waitConsole(ctx, t, vm, 0, `update committed.*`, bootTimeout)
+	slots = updateStatus(t, "http://"+vm.Addr(8080))
+	for _, want := range []string{"slot A: v3 (running, committed)", "slot B: v2", "last update: committed to v3 in slot A"} {
+		if !strings.Contains(slots, want) {
+			t.Errorf("after the second update, slots lack %q:\n%s", want, slots)
+		}
 	}
 }
 
