@@ -66,6 +66,7 @@ fuzz:
 ## fetch: Debian kernels and firmware into .cache/ (warm re-runs take seconds)
 fetch:
 	./scripts/fetch.sh $(CACHE)
+	./scripts/fetch-qemu-raspi4.sh $(CACHE)
 
 ## image: appliance images for both boards in out/, each with its signed update bundle (SIGN_KEY=FILE, else a test key)
 SIGN_KEY ?=
