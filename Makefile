@@ -73,15 +73,17 @@ fuzz:
 ## fetch: Debian kernels and firmware into .cache/ (warm re-runs take seconds)
 fetch:
 	./scripts/fetch.sh $(CACHE)
+	./scripts/fetch-qemu-raspi4.sh $(CACHE)
 
 ## debian-vm: the Debian system the package test boots, into .cache/debian-vm/ (built once, then cached)
 debian-vm: deps
 	@if [ "$$IOFOG_SKIP_QEMU" = 1 ]; then echo "debian-vm: skipped (IOFOG_SKIP_QEMU=1)"; else ./scripts/debian-vm.sh $(CACHE) >/dev/null; fi
 
-## image: appliance images for both boards in out/
+## image: appliance images for both boards in out/, each with its signed update bundle (SIGN_KEY=FILE, else a test key)
+SIGN_KEY ?=
 image: build fetch
-	$(OUT)/mkimage --board x86_64 --binary $(OUT)/linux-amd64/iofog-connector --out $(OUT)/iofog-connector-x86_64.img
-	$(OUT)/mkimage --board rpi --binary $(OUT)/linux-arm64/iofog-connector --out $(OUT)/iofog-connector-rpi.img
+	$(OUT)/mkimage --board x86_64 --binary $(OUT)/linux-amd64/iofog-connector --version $(VERSION) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY)) --out $(OUT)/iofog-connector-x86_64.img
+	$(OUT)/mkimage --board rpi --binary $(OUT)/linux-arm64/iofog-connector --version $(VERSION) $(if $(SIGN_KEY),--sign-key $(SIGN_KEY)) --out $(OUT)/iofog-connector-rpi.img
 
 ## qemu: boot an image interactively (BOARD=x86_64|rpi)
 qemu: fetch

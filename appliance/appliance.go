@@ -109,6 +109,8 @@ type system struct {
 	st       status.Status
 	printed  string // last status printed on the console
 	pageJSON []byte // last content of PageStatusFile
+
+	rebootArg string // for reboot(2): "0 tryboot" after a Pi update
 }
 
 // Run boots the appliance and returns only if powering off failed.

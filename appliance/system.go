@@ -88,6 +88,7 @@ func (s *system) run(ctx context.Context) powerAction {
 		s.goSafe("health", func() { conn.watchHealth(supCtx) })
 		s.startWatchdog(supCtx, conn)
 	}
+	up := s.startUpdates(ctx, conn)
 	hooks := make(chan string, 1)
 	if s.cmdline.Bool(argTestHooks) {
 		s.log.Warn("test hooks enabled on the console", "arg", argTestHooks)
@@ -112,6 +113,8 @@ func (s *system) run(ctx context.Context) powerAction {
 			if !errors.Is(err, supervise.ErrStopped) {
 				why = "the Connector supervisor ended: " + fmt.Sprint(err)
 			}
+		case arg := <-up.rebootC():
+			why, action, s.rebootArg = "update", reboot, arg
 		case h := <-hooks:
 			why = "test hook " + h
 			if h == "reboot" {
@@ -364,6 +367,10 @@ func (s *system) shutdown(action powerAction) int {
 	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
 	if action == reboot {
 		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	if action == reboot && s.rebootArg != "" {
+		err := rebootWithArg(s.rebootArg)
+		s.log.Error("could not reboot with "+s.rebootArg, "err", err)
 	}
 	err := unix.Reboot(cmd)
 	s.log.Error("could not "+action.String(), "err", err)

@@ -182,7 +182,7 @@ func Boards() []Board {
 			// phy_generic before dwc2 probes, or the probe waits 10 s.
 			Modules: concat([]string{"bcm2835_rng", "bcm2835_wdt", "phy_generic"}, fsModules(), firewallModules()),
 			Drivers: concat(
-				[]string{"reset_raspberrypi", "sdhci_iproc", "bcm2835", "mmc_block"},
+				[]string{"reset_raspberrypi", "sdhci_iproc", "bcm2835", "mmc_block", "gpio_regulator"},
 				[]string{"dwc2", "xhci_pci", "usbnet", "cdc_ether", "smsc95xx", "lan78xx"},
 				[]string{"genet", "broadcom", "mdio_bcm_unimac"},
 				// QEMU's arm64 "virt" machine, the fast way to boot this image in tests.

@@ -3,6 +3,7 @@ package image
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/appliance/status"
+	"github.com/eclipse-iofog/iofog-connector/update"
 )
 
 // Options say what to build.
@@ -40,9 +42,18 @@ type Options struct {
 	// Compress also writes Out.xz (xz -T0); its checksum goes in Out.sha256.
 	Compress bool
 	// Cmdline replaces the board's kernel command line when not empty.
-	Cmdline  string
-	Progress Progress
-	Log      *slog.Logger
+	Cmdline string
+	// Version names the system in its update bundle ("dev" when empty).
+	Version string
+	// SignKey, when set, signs an update bundle written beside the image
+	// (FILE.update.tar): the same system, for the other slot of a box
+	// running an older one.
+	SignKey ed25519.PrivateKey
+	// AcceptKeys are the public keys the image's system takes update
+	// bundles from (carried in its initramfs at update.KeysFile).
+	AcceptKeys []update.PublicKey
+	Progress   Progress
+	Log        *slog.Logger
 }
 
 // Result describes what Build wrote.
@@ -51,6 +62,7 @@ type Result struct {
 	XZ        string // empty unless Options.Compress
 	SHA256    string // the .sha256 file
 	Manifest  string // the .manifest.txt file: Debian packages and our inputs
+	Bundle    string // the signed update bundle; empty without Options.SignKey
 	Board     Board
 	Kernel    Kernel
 	Initramfs *Initramfs
@@ -153,7 +165,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	}
 
 	step(2, "building the initramfs")
-	initrd, err := BuildInitramfs(binary, k, b)
+	initrd, err := BuildInitramfs(binary, k, b, File{Path: strings.TrimPrefix(update.KeysFile, "/"), Data: update.FormatKeyList(o.AcceptKeys)})
 	if err != nil {
 		return nil, err
 	}
@@ -165,6 +177,7 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	step(3, "assembling the boot partition")
 	// What the firmware loads, by the board's way of booting.
 	var bootFiles []File
+	var slotFiles []update.SourceFile // one slot's system: the update bundle's content
 	parts := []Part{{"binary (in initramfs, uncompressed)", initrd.BinaryBytes}, {"modules (in initramfs, uncompressed)", initrd.ModuleBytes}}
 	switch b.Boot {
 	case BootUKI:
@@ -185,7 +198,9 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return nil, err
 		}
-		bootFiles = append(bootFiles, File{Path: UKIPath, Data: uki})
+		// The fallback path and slot A start out the same system.
+		bootFiles = append(bootFiles, File{Path: UKIPath, Data: uki}, File{Path: update.UKISlotPath(update.SlotA), Data: uki})
+		slotFiles = append(slotFiles, update.SourceFile{Path: update.UKIFile, Data: uki})
 		parts = append(parts, Part{"kernel", int64(len(kernel))}, Part{"initramfs (compressed)", int64(len(initrd.Data))}, Part{"uki stub", int64(len(stub))})
 	case BootRaspi:
 		fw, dtbs, err := raspiFiles(cache, k)
@@ -199,12 +214,20 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 		for _, f := range dtbs {
 			dtbBytes += int64(len(f.Data))
 		}
+		// Firmware and command line are shared; kernel, initramfs and
+		// device trees are slot A's (os_prefix in config.txt), and
+		// tryboot.txt also names A until an update puts a trial there.
 		bootFiles = append(bootFiles, fw...)
-		bootFiles = append(bootFiles, dtbs...)
+		slotFiles = append(slotFiles, update.SourceFile{Path: update.RaspiKernel, Data: kernel}, update.SourceFile{Path: update.RaspiInitrd, Data: initrd.Data})
+		for _, d := range dtbs {
+			slotFiles = append(slotFiles, update.SourceFile{Path: d.Path, Data: d.Data})
+		}
+		for _, f := range slotFiles {
+			bootFiles = append(bootFiles, File{Path: update.RaspiSlotDir(update.SlotA) + "/" + f.Path, Data: f.Data})
+		}
 		bootFiles = append(bootFiles,
-			File{Path: RaspiKernel, Data: kernel},
-			File{Path: RaspiInitrd, Data: initrd.Data},
-			File{Path: "config.txt", Data: []byte(RaspiConfigTxt())},
+			File{Path: update.RaspiConfig, Data: update.RaspiConfigTxt(update.SlotA)},
+			File{Path: update.RaspiTryboot, Data: update.RaspiConfigTxt(update.SlotA)},
 			File{Path: "cmdline.txt", Data: []byte(b.Cmdline + "\n")},
 		)
 		parts = append(parts, Part{"kernel", int64(len(kernel))}, Part{"initramfs (compressed)", int64(len(initrd.Data))},
@@ -266,6 +289,11 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 	if err := os.WriteFile(res.Manifest, []byte(m), 0o644); err != nil {
 		return nil, err
 	}
+	if o.SignKey != nil {
+		if res.Bundle, err = writeBundle(o, b, epoch, slotFiles); err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 
@@ -273,26 +301,16 @@ func Build(ctx context.Context, o Options) (*Result, error) {
 // and where the x86 image's unified kernel image is.
 const UKIPath = "EFI/BOOT/BOOTX64.EFI"
 
-// File names of the Pi's kernel and initrd on the boot partition.
+// Where slot A's kernel and initrd are on the Pi's boot partition, as
+// the image is built.
 const (
-	RaspiKernel = "vmlinuz"
-	RaspiInitrd = "initrd.gz"
+	RaspiKernel = "A/" + update.RaspiKernel
+	RaspiInitrd = "A/" + update.RaspiInitrd
 )
 
-// RaspiConfigTxt is the Pi firmware's config.txt: 64-bit, serial console on,
-// upstream device trees (bcm2837-rpi-3-b.dtb, bcm2711-rpi-4-b.dtb), our
-// kernel and initrd.
-func RaspiConfigTxt() string {
-	return `# Raspberry Pi firmware settings. The Connector's own settings are in
-# connector.cue (or connector.hcl / iofog-connector.conf) beside this file.
-arm_64bit=1
-enable_uart=1
-upstream_kernel=1
-kernel=` + RaspiKernel + `
-initramfs ` + RaspiInitrd + ` followkernel
-disable_splash=1
-`
-}
+// RaspiConfigTxt is the Pi firmware's config.txt as the image is built:
+// booting slot A.
+func RaspiConfigTxt() string { return string(update.RaspiConfigTxt(update.SlotA)) }
 
 // raspiFiles returns the Pi 3 and Pi 4 firmware and the device trees.
 func raspiFiles(cache Cache, k Kernel) (fw, dtbs []File, err error) {
@@ -449,4 +467,31 @@ const StatusSize = status.FileSize
 func StatusPlaceholder() []byte {
 	text := "ioFog Connector appliance\n=========================\nNot booted yet. The appliance rewrites this file at every boot.\n"
 	return status.Pad([]byte(text), StatusSize)
+}
+
+// BundlePath is where the update bundle of the image at img goes.
+func BundlePath(img string) string { return strings.TrimSuffix(img, ".img") + ".update.tar" }
+
+// writeBundle writes the signed update bundle of one slot's system beside
+// the image, through a temporary file so a failed build leaves no half.
+func writeBundle(o Options, b Board, epoch time.Time, files []update.SourceFile) (string, error) {
+	p := BundlePath(o.Out)
+	version := o.Version
+	if version == "" {
+		version = "dev"
+	}
+	tmp := p + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(tmp)
+	if _, err := update.Write(f, o.SignKey, version, b.Name, epoch, files); err != nil {
+		f.Close()
+		return "", fmt.Errorf("writing the update bundle: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return "", err
+	}
+	return p, os.Rename(tmp, p)
 }

@@ -32,7 +32,7 @@ type Initramfs struct {
 //
 // Compression is gzip: the kernels take xz too, but under QEMU's emulation
 // xz decompression costs seconds per boot where gzip costs a fraction.
-func BuildInitramfs(binary string, k Kernel, b Board) (*Initramfs, error) {
+func BuildInitramfs(binary string, k Kernel, b Board, extra ...File) (*Initramfs, error) {
 	bin, err := os.ReadFile(binary)
 	if err != nil {
 		return nil, fmt.Errorf("reading the binary for /init: %w", err)
@@ -74,6 +74,9 @@ func BuildInitramfs(binary string, k Kernel, b Board) (*Initramfs, error) {
 	add(cpio.Symlink("sbin/modprobe", "/init"))
 	add(cpio.CharDev("dev/console", 0o600, 5, 1))
 	add(cpio.CharDev("dev/null", 0o666, 1, 3))
+	for _, f := range extra {
+		add(cpio.StaticRecord(f.Data, cpio.Info{Name: f.Path, Mode: cpio.S_IFREG | 0o644}))
+	}
 
 	// Module files live under lib/modules/<abi>/ as in a normal system; the
 	// index sits beside them at kmod.IndexFile with paths relative to it.

@@ -55,7 +55,7 @@ func ExtractBoot(img, board, cacheDir string) (*Boot, error) {
 	case "rpi":
 		b := &Boot{}
 		for name, dst := range map[string]*[]byte{
-			image.RaspiKernel: &b.Kernel, image.RaspiInitrd: &b.Initrd, "bcm2837-rpi-3-b.dtb": &b.DTB,
+			image.RaspiKernel: &b.Kernel, image.RaspiInitrd: &b.Initrd, "A/bcm2837-rpi-3-b.dtb": &b.DTB,
 		} {
 			data, err := image.ReadBootFile(img, name)
 			if err != nil {

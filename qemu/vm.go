@@ -43,6 +43,8 @@ func (m Mode) String() string {
 		return "uefi"
 	case Virt:
 		return "virt"
+	case Raspi4:
+		return "raspi4b"
 	}
 	return "mode" + strconv.Itoa(int(m))
 }
@@ -77,6 +79,10 @@ type Options struct {
 	// an appliance image (the Debian system the package tests install on).
 	Boot *Boot
 	Log  *slog.Logger
+	// VarsFile keeps the UEFI variables (boot entries, BootNext) across
+	// VMs on the same disk, as a real board's NVRAM does; made from
+	// OVMF's template when missing. Empty: fresh variables per VM.
+	VarsFile string
 }
 
 // VM is a running QEMU.
@@ -150,7 +156,18 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 		os.RemoveAll(tmp)
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, Binary(o.Board), args...)
+	bin := Binary(o.Board)
+	var env []string
+	if o.Mode == Raspi4 {
+		if bin, env, err = Raspi4QEMU(o.CacheDir); err != nil {
+			os.RemoveAll(tmp)
+			return nil, err
+		}
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	var stderr strings.Builder
 	out := io.Writer(consoleWriter{vm})
@@ -186,6 +203,8 @@ func (vm *VM) args(o Options) ([]string, error) {
 	case mem != 0:
 	case o.Board == "rpi" && o.Mode == Direct:
 		mem = 1024 // raspi3b has exactly 1 GiB
+	case o.Mode == Raspi4:
+		mem = 2048 // raspi4b insists on 2 GiB
 	default:
 		mem = 512
 	}
@@ -276,7 +295,12 @@ func (vm *VM) args(o Options) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		varsCopy, err := writeTmp("OVMF_VARS.fd", vars)
+		varsCopy := o.VarsFile
+		if varsCopy == "" {
+			varsCopy, err = writeTmp("OVMF_VARS.fd", vars)
+		} else if _, serr := os.Stat(varsCopy); serr != nil {
+			err = os.WriteFile(varsCopy, vars, 0o644)
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -305,6 +329,26 @@ func (vm *VM) args(o Options) ([]string, error) {
 		// default 52:54:...) usb0; a universally administered one makes it
 		// eth0, as the Pi's own smsc95xx/lan78xx are.
 		args = append(args, "-drive", drive("sd"), "-device", "usb-net,netdev=n0,mac=50:54:00:12:34:56")
+	case o.Board == "rpi" && o.Mode == Raspi4:
+		b, err := ExtractBoot(o.Image, o.Board, o.CacheDir)
+		if err != nil {
+			return nil, err
+		}
+		if b.DTB, err = image.ReadBootFile(o.Image, "A/bcm2711-rpi-4-b.dtb"); err != nil {
+			return nil, err
+		}
+		// No watchdog (the appliance would find none it can use),
+		// clk_ignore_unused: the clocks QEMU does not model stay on.
+		d, err := direct(b, "console=ttyAMA0,115200 clk_ignore_unused iofog.watchdog=off loglevel=4 "+extra)
+		if err != nil {
+			return nil, err
+		}
+		if err := raspi4DTB(d[len(d)-1]); err != nil {
+			return nil, err
+		}
+		args = append(args, "-M", "raspi4b", "-serial", "stdio", "-serial", "null")
+		args = append(args, d...)
+		args = append(args, "-drive", drive("sd"))
 	case o.Board == "rpi" && o.Mode == Virt:
 		b, err := ExtractBoot(o.Image, o.Board, o.CacheDir)
 		if err != nil {

@@ -15,6 +15,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
+// The update endpoints: POST a bundle (body: the bundle; ?force=1 to try
+// one that failed before), GET the slots.
+const (
+	UpdatePath       = "/api/v2/update"
+	UpdateStatusPath = "/api/v2/update/status"
+)
+
 // maxForm bounds a control request body; the Controller's are ~200 bytes.
 const maxForm = 64 << 10
 
@@ -40,6 +47,14 @@ func (c *Connector) routes() http.Handler {
 				return
 			}
 			metricsH.ServeHTTP(w, r)
+			return
+		}
+		if r.URL.Path == UpdatePath || r.URL.Path == UpdateStatusPath {
+			if c.opts.Update == nil {
+				writeError(w, http.StatusNotFound, "in-place updates are an appliance feature; this Connector runs on a plain host")
+				return
+			}
+			c.opts.Update.ServeHTTP(w, r)
 			return
 		}
 		h, ok := post[r.URL.Path]

@@ -48,6 +48,9 @@ type Options struct {
 	// store, with the writer's lock held. Tests use it to stand for a slow
 	// disk.
 	BeforeStoreWrite func()
+	// Update, when set, serves /api/v2/update and /api/v2/update/status
+	// (the appliance's in-place updates) behind the same API and its rules.
+	Update http.Handler
 }
 
 // DefaultPublicWait is how long a public client waits for a free agent

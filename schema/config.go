@@ -31,6 +31,7 @@ type Config struct {
 	Relay    Relay       `json:"relay"`
 
 	Discovery Discovery `json:"discovery"`
+	Update    Update    `json:"update"`
 }
 
 // Interface configures one network interface. An empty Name means the first
@@ -176,4 +177,14 @@ type Duration struct{ time.Duration }
 // Discovery configures the mDNS / DNS-SD announcement.
 type Discovery struct {
 	Enabled bool `json:"enabled"`
+}
+
+// Update configures in-place updates of the appliance.
+type Update struct {
+	// Keys are extra public keys ("ed25519:BASE64") bundles may be
+	// signed with, besides those the image carries.
+	Keys []string `json:"keys,omitempty"`
+	// CommitAfter is how long a new system must stay healthy after its
+	// trial boot before it commits itself. Default 2m.
+	CommitAfter Duration `json:"commit_after"`
 }

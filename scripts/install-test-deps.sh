@@ -2,7 +2,7 @@
 # Installs what `make test` needs from Debian's packages. Idempotent: a machine
 # that already has everything spends no time here beyond a dpkg query.
 set -euo pipefail
-need=(qemu-system-x86 qemu-system-arm mtools dosfstools e2fsprogs iproute2 xz-utils rpm chromium debootstrap)
+need=(qemu-system-x86 qemu-system-arm mtools dosfstools e2fsprogs iproute2 xz-utils rpm chromium debootstrap device-tree-compiler)
 missing=()
 for p in "${need[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

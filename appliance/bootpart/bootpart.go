@@ -234,9 +234,20 @@ type Partition struct {
 // clears the FAT's dirty bit. A power cut can only hurt the FAT inside
 // this window.
 func (p *Partition) Writable(fn func() error) error {
+	return p.writable(unix.MS_SYNCHRONOUS|unix.MS_DIRSYNC, fn)
+}
+
+// WritableBulk is Writable for writing large files that fn syncs itself:
+// directory changes are synchronous, file data is not (a synchronous vfat
+// writes the FAT at every cluster, minutes for a kernel).
+func (p *Partition) WritableBulk(fn func() error) error {
+	return p.writable(unix.MS_DIRSYNC, fn)
+}
+
+func (p *Partition) writable(flags uintptr, fn func() error) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err := unix.Mount("", p.Dir, "vfat", unix.MS_REMOUNT|mountFlags|unix.MS_SYNCHRONOUS|unix.MS_DIRSYNC, mountOpts); err != nil {
+	if err := unix.Mount("", p.Dir, "vfat", unix.MS_REMOUNT|mountFlags|flags, mountOpts); err != nil {
 		return fmt.Errorf("remount %s read-write: %w", p.Dir, err)
 	}
 	err := fn()

@@ -35,6 +35,8 @@ type Status struct {
 	// Shown on the status page only (page.go), not in STATUS.txt.
 	Firewall string  // "on", "off (by config)", or why it failed
 	Events   []Event // newest last, at most MaxEvents
+	// Update is the system slots and the last update, one line each.
+	Update []string
 }
 
 // Config is the verdict on the config files.
@@ -110,6 +112,14 @@ func Render(s Status) []byte {
 		line("Ignored", strings.Join(c.Ignored, ", ")+" ("+c.File+" comes first)")
 	}
 	b.WriteString("\n")
+
+	if len(s.Update) > 0 {
+		b.WriteString("System slots:\n")
+		for _, l := range s.Update {
+			b.WriteString("  " + l + "\n")
+		}
+		b.WriteString("\n")
+	}
 
 	b.WriteString("Network:\n")
 	if len(s.Interfaces) == 0 {

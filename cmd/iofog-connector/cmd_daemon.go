@@ -126,6 +126,9 @@ func cmdRun(ctx context.Context, env *cliEnv, args []string) int {
 		Version:  env.version,
 		Logger:   log,
 	}
+	if *appliance {
+		opts.Update = updateProxy(applianceUpdateSocket)
+	}
 	if gate != nil {
 		opts.Gate = gate
 		if col, ok := gate.(interface{ Collector() prometheus.Collector }); ok {

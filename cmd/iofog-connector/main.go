@@ -43,6 +43,7 @@ func commands() []command {
 		{"validate", "check config files (JSON, CUE or HCL); exit 1 if any is invalid", cmdValidate},
 		{"compile", "compile a config file to the original's JSON settings", cmdCompile},
 		{"schema", "print the CUE schema that configs are checked against", cmdSchema},
+		{"update", "send an update bundle to an appliance (update --to URL BUNDLE), or show its slots (update status)", cmdUpdate},
 		{"cert", "write a TLS certificate and key for the non-dev mode", cmdCert},
 		{"tunnel", "agent side: carry a mapping to a local service or the ioFog agent", cmdTunnel},
 		{"discover", "list the Connectors that announce themselves on the LAN", cmdDiscover},

@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +26,7 @@ import (
 
 	"github.com/eclipse-iofog/iofog-connector/image"
 	"github.com/eclipse-iofog/iofog-connector/schema"
+	"github.com/eclipse-iofog/iofog-connector/update"
 )
 
 func main() {
@@ -67,8 +70,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func usage(w io.Writer) {
 	fmt.Fprint(w, `Usage:
-  mkimage --board x86_64|rpi [--config FILE] [--binary PATH] --out FILE.img
+  mkimage --board x86_64|rpi [--config FILE] [--binary PATH] [--sign-key KEY] [--version V] --out FILE.img
       build an image (also FILE.img.xz, FILE.img.sha256, FILE.img.manifest.txt)
+      and its signed update bundle FILE.update.tar
   mkimage config --image FILE.img --config FILE
       replace the config on a built image's IOFOG partition (and remake
       FILE.img.xz, when there is one, and FILE.img.sha256)
@@ -123,6 +127,9 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	bin := fl.String("binary", "", "prebuilt static iofog-connector for the board (default: build ./cmd/iofog-connector)")
 	cfg := fl.String("config", "", "config for the boot partition (default: examples/connector.cue)")
 	noXZ := fl.Bool("no-xz", false, "skip writing FILE.img.xz")
+	signKey := fl.String("sign-key", "", "ed25519 private key (PEM) that signs the update bundle; the image accepts bundles signed by it\n(default: a test key, update-test.key beside the image, made if missing)")
+	acceptKeys := fl.String("accept-keys", "", "file of more public keys (one \"ed25519:BASE64\" a line) the image accepts bundles from")
+	version := fl.String("version", "dev", "system version named in the update bundle")
 	if err := fl.Parse(args); err != nil {
 		return err
 	}
@@ -134,9 +141,25 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		// go-diskfs stamps directories from SOURCE_DATE_EPOCH itself.
 		os.Setenv("SOURCE_DATE_EPOCH", strconv.FormatInt(epoch.Unix(), 10))
 	}
+	key, err := signingKey(*signKey, *out, stderr)
+	if err != nil {
+		return err
+	}
+	accept := []update.PublicKey{update.Public(key)}
+	if *acceptKeys != "" {
+		data, err := os.ReadFile(*acceptKeys)
+		if err != nil {
+			return err
+		}
+		more, err := update.ParseKeyList(*acceptKeys, data)
+		if err != nil {
+			return err
+		}
+		accept = append(accept, more...)
+	}
 	o := image.Options{
 		Board: *board, Out: *out, Binary: *bin, Config: *cfg, Validate: validateConfig,
-		Epoch: epoch, Compress: !*noXZ,
+		Epoch: epoch, Compress: !*noXZ, Version: *version, SignKey: key, AcceptKeys: accept,
 		Log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	if !quiet(stderr) {
@@ -150,6 +173,7 @@ func cmdBuild(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		p.done()
 	}
 	fmt.Fprintf(stdout, "%s (kernel %s, %d modules)\n", res.Image, res.Kernel.ABI, len(res.Initramfs.Modules))
+	fmt.Fprintf(stdout, "%s (update bundle %s, signed by key %s)\n", res.Bundle, *version, update.Public(key).ID())
 	return nil
 }
 
@@ -169,4 +193,27 @@ func cmdConfig(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "%s: config replaced with %s; rewritten: %s\n", *img, *cfg, strings.Join(files, ", "))
 	return nil
+}
+
+// signingKey loads the key given, or the test key beside the image
+// (making it the first time), and says so: a test key is fine for a lab,
+// not for boxes in the field.
+func signingKey(p, out string, stderr io.Writer) (ed25519.PrivateKey, error) {
+	if p != "" {
+		return update.LoadSigningKey(p)
+	}
+	p = filepath.Join(filepath.Dir(out), "update-test.key")
+	if _, err := os.Stat(p); err == nil {
+		fmt.Fprintf(stderr, "mkimage: signing the update bundle with the test key %s (give --sign-key for your own)\n", p)
+		return update.LoadSigningKey(p)
+	}
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		return nil, err
+	}
+	k, err := update.GenerateKey(p)
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "mkimage: generated a test signing key %s (public key %s.pub); give --sign-key for your own\n", p, p)
+	return k, nil
 }
