@@ -464,7 +464,8 @@ func (s *system) writePageStatus(st status.Status) {
 	if err != nil || bytes.Equal(data, s.pageJSON) {
 		return
 	}
-	if err := os.MkdirAll(filepath.Dir(PageStatusFile), 0o755); err == nil {
+	err = os.MkdirAll(filepath.Dir(PageStatusFile), 0o755)
+	if err == nil {
 		err = status.WriteJSON(PageStatusFile, data)
 	}
 	if err != nil {

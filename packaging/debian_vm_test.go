@@ -159,7 +159,7 @@ func TestDebianSystemd(t *testing.T) {
 
 	// A crash: systemd restarts it (Restart=on-failure) with every mapping.
 	g.sh("systemctl kill -s KILL " + Name)
-	pid = g.waitActive(pid)
+	g.waitActive(pid)
 	g.checkMappings(api, maps)
 	relayRoundTrip(t, pub, g.dial)
 	g.checkTable(maps)
