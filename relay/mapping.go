@@ -970,9 +970,10 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 	m.setWaitDeadline(pub, deadline)
 	// Wait for the first bytes without a buffer, so that silent clients
 	// hold none (over TLS, the handshake comes first).
+	// The peeker serves the splice loop too: one per client.
 	var err error
+	var pk *peeker
 	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
-		var pk *peeker
 		if pk, err = newPeeker(tcp); err == nil {
 			if _, _, err = pk.queued(); err == nil {
 				// Bytes are queued: from here the client is not one to
@@ -1030,7 +1031,7 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 		if m.debugOn() {
 			m.log.Debug("public client paired", "remote", remote, "agent", a.remote, "attempt", attempt)
 		}
-		err := m.relayPublic(a, s, pub, first, &keep)
+		err := m.relayPublic(a, s, pub, first, &keep, pk)
 		if errors.Is(err, errMoved) {
 			if m.debugOn() {
 				m.log.Debug("agent connection died before answering; pairing the public client again", "remote", remote, "agent", a.remote)
@@ -1053,8 +1054,9 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 
 // relayPublic gives the agent connection the client's first bytes, relays
 // the rest, and passes on a half-close. errMoved: the agent connection
-// died before answering and the client must be paired again.
-func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []byte, keep **[]byte) error {
+// died before answering and the client must be paired again. pk is the
+// client's peeker, nil if it has none yet.
+func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []byte, keep **[]byte, pk *peeker) error {
 	w, err := a.writePayload(first)
 	s.sent.Store(true)
 	m.countToAgent(int64(w))
@@ -1070,7 +1072,7 @@ func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []by
 		s.close()
 		return err
 	}
-	err = a.copyFrom(pub, s, keep)
+	err = a.copyFrom(pub, s, keep, pk)
 	switch {
 	case errors.Is(err, errMoved):
 		return err
@@ -1148,11 +1150,11 @@ func (m *mapping) takeAgent(pub net.Conn, p *pending, deadline time.Time, replay
 
 // copyFrom relays public client bytes into the agent connection after the
 // first ones. keep is the buffer holding those, returned to its pool once
-// the session can no longer move.
-func (a *agentConn) copyFrom(src net.Conn, s *session, keep **[]byte) error {
+// the session can no longer move; pk is src's peeker or nil.
+func (a *agentConn) copyFrom(src net.Conn, s *session, keep **[]byte, pk *peeker) error {
 	if st, ok := src.(*net.TCPConn); ok {
 		if dt, ok := a.conn.(*net.TCPConn); ok {
-			return a.spliceFrom(st, dt, s, keep)
+			return a.spliceFrom(st, dt, s, keep, pk)
 		}
 	}
 	return a.copyBuffered(src, s, keep)

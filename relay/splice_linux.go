@@ -22,11 +22,14 @@ const canSplice = true
 // always tell whether a payload write is in progress (§6.6), and the lock is
 // never held while the client is quiet. Nothing is consumed from the client
 // before the session is settled, so a session that has to move to another
-// agent connection leaves the client's next bytes queued for it.
-func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte) error {
-	pk, err := newPeeker(src)
-	if err != nil {
-		return err
+// agent connection leaves the client's next bytes queued for it. pk is
+// src's peeker if the client already has one.
+func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte, pk *peeker) error {
+	if pk == nil {
+		var err error
+		if pk, err = newPeeker(src); err != nil {
+			return err
+		}
 	}
 	for {
 		avail, _, err := pk.queued()

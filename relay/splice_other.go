@@ -19,7 +19,7 @@ func newPeeker(*net.TCPConn) (*peeker, error) { return nil, errors.New("peeking:
 func (*peeker) queued() (int, bool, error) { return 0, false, errors.New("peeking: not supported") }
 
 // spliceFrom falls back to a buffered copy where splice(2) does not exist.
-func (a *agentConn) spliceFrom(src, _ *net.TCPConn, s *session, keep **[]byte) error {
+func (a *agentConn) spliceFrom(src, _ *net.TCPConn, s *session, keep **[]byte, _ *peeker) error {
 	return a.copyBuffered(src, s, keep)
 }
 
