@@ -406,6 +406,9 @@ func (s *session) abandon() bool {
 		s.agent.conn.Close()
 		s.ended.Done()
 	})
+	// Counted before the client is woken: once it has been served by the
+	// next agent connection, /metrics shows the move.
+	s.agent.m.c.met.retries.Inc()
 	s.pub.SetReadDeadline(time.Now())
 	return true
 }
@@ -530,7 +533,6 @@ func (a *agentConn) end(err error) {
 	if s.state.Load() == sessFresh && a.diedUnread(s, err) && s.abandon() {
 		// Dead before it answered: the public client's goroutine pairs
 		// its first bytes with another agent connection.
-		a.m.c.met.retries.Inc()
 		return
 	}
 	if errors.Is(err, io.EOF) {
@@ -1062,7 +1064,6 @@ func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []by
 	m.countToAgent(int64(w))
 	if err != nil {
 		if s.abandon() {
-			m.c.met.retries.Inc()
 			return errMoved
 		}
 		if s.state.Load() == sessRetry {
