@@ -25,7 +25,8 @@ const (
 
 const (
 	// authTimeout bounds the TLS handshake plus the 36 passcode bytes, and
-	// the write of AUTHORIZED.
+	// over TLS the write of AUTHORIZED (on a plain connection those 10
+	// bytes go into an empty send buffer and cannot block).
 	authTimeout = 10 * time.Second
 	// beatQuiet: a BEAT is echoed only when no payload has been written to
 	// that agent connection for this long (docs/protocol.md §6.6).
