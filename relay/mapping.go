@@ -972,8 +972,8 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 	deadline := time.Now().Add(m.c.publicWait)
 	m.setWaitDeadline(pub, deadline)
 	// Wait for the first bytes without a buffer, so that silent clients
-	// hold none (over TLS, the handshake comes first).
-	// The peeker serves the splice loop too: one per client.
+	// hold none (over TLS, the handshake comes first). The peeker serves
+	// the splice loop too: one per client.
 	var err error
 	var pk *peeker
 	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
