@@ -25,7 +25,8 @@ const (
 
 const (
 	// authTimeout bounds the TLS handshake plus the 36 passcode bytes, and
-	// the write of AUTHORIZED.
+	// over TLS the write of AUTHORIZED (on a plain connection those 10
+	// bytes go into an empty send buffer and cannot block).
 	authTimeout = 10 * time.Second
 	// beatQuiet: a BEAT is echoed only when no payload has been written to
 	// that agent connection for this long (docs/protocol.md §6.6).
@@ -56,6 +57,9 @@ type mapping struct {
 	public bool
 	log    *slog.Logger
 	gate   *logGate
+
+	// passcodes are the ports' passcodes as bytes, for comparing.
+	passcodes [2][]byte
 
 	mu       sync.Mutex
 	ln       [2]net.Listener // nil while a port could not be opened
@@ -95,8 +99,9 @@ func (p *pending) uncount(c *Connector) {
 func newMapping(c *Connector, rec Record) *mapping {
 	m := &mapping{
 		c: c, rec: rec, public: rec.Public(), done: make(chan struct{}),
-		conns: map[net.Conn]struct{}{},
-		log:   c.log.With("mapping", rec.ID),
+		conns:     map[net.Conn]struct{}{},
+		log:       c.log.With("mapping", rec.ID),
+		passcodes: [2][]byte{[]byte(rec.PasscodePort1), []byte(rec.PasscodePort2)},
 	}
 	m.gate = newLogGate(m.log, c.logEvery)
 	return m
@@ -332,7 +337,7 @@ type agentConn struct {
 	m         *mapping
 	side      int // 0: port1, 1: port2
 	conn      net.Conn
-	remote    string
+	remote    lazyAddr
 	threshold time.Duration
 	released  atomic.Bool // no longer counted against maxconnections
 
@@ -402,6 +407,9 @@ func (s *session) abandon() bool {
 		s.agent.conn.Close()
 		s.ended.Done()
 	})
+	// Counted before the client is woken: once it has been served by the
+	// next agent connection, /metrics shows the move.
+	s.agent.m.c.met.retries.Inc()
 	s.pub.SetReadDeadline(time.Now())
 	return true
 }
@@ -441,13 +449,10 @@ func closeWrite(c net.Conn) {
 }
 
 func (m *mapping) serveAgent(conn net.Conn, side int, p *pending) {
-	remote := conn.RemoteAddr().String()
+	remote := lazyAddr{conn}
 	port := m.port(side)
-	want := m.rec.PasscodePort1
-	if side == 1 {
-		want = m.rec.PasscodePort2
-	}
-	conn.SetDeadline(time.Now().Add(authTimeout))
+	m.setWaitDeadline(conn, time.Now().Add(authTimeout))
+	// Only the passcode until it is right: a stranger holds no read buffer.
 	var got [PasscodeLen]byte
 	n, err := io.ReadFull(conn, got[:])
 	if err == nil {
@@ -457,13 +462,13 @@ func (m *mapping) serveAgent(conn net.Conn, side int, p *pending) {
 		m.c.met.authFailures.Inc()
 		m.gate.emit(evAuthFailed, slog.LevelWarn, "agent authentication failed", "port", port, "remote", remote,
 			"reason", fmt.Sprintf("sent %d of %d passcode bytes, then %s", n, PasscodeLen, describeErr(err)))
-		m.noteRefused(port, remote, "agent authentication failed: short or late passcode")
+		m.noteRefused(port, remote.String(), "agent authentication failed: short or late passcode")
 		return
 	}
-	if subtle.ConstantTimeCompare(got[:], []byte(want)) != 1 {
+	if subtle.ConstantTimeCompare(got[:], m.passcodeBytes(side)) != 1 {
 		m.c.met.authFailures.Inc()
 		m.gate.emit(evAuthFailed, slog.LevelWarn, "agent authentication failed", "port", port, "remote", remote, "reason", "wrong passcode")
-		m.noteRefused(port, remote, "agent authentication failed: wrong passcode")
+		m.noteRefused(port, remote.String(), "agent authentication failed: wrong passcode")
 		return
 	}
 	a := &agentConn{m: m, side: side, conn: conn, remote: remote, threshold: m.threshold(side)}
@@ -471,9 +476,11 @@ func (m *mapping) serveAgent(conn net.Conn, side int, p *pending) {
 		m.c.met.rejectedFull.Inc()
 		m.gate.emit(evAgentFull, slog.LevelWarn, "agent connection refused: mapping already holds maxconnections authenticated connections",
 			"port", port, "remote", remote, "max", m.rec.MaxConnectionsPort1)
-		m.noteRefused(port, remote, "agent refused: the mapping already holds maxconnections")
+		m.noteRefused(port, remote.String(), "agent refused: the mapping already holds maxconnections")
 		return
 	}
+	// The read loop's buffer sends AUTHORIZED first.
+	buf := make([]byte, smallBuf)
 	// Register before answering, holding the write lock so that no payload
 	// can overtake AUTHORIZED: the agent may be sent bytes the moment it
 	// has read it.
@@ -483,20 +490,27 @@ func (m *mapping) serveAgent(conn net.Conn, side int, p *pending) {
 		a.release()
 		return
 	}
-	_, err = io.WriteString(conn, authorizedMsg)
+	_, err = conn.Write(buf[:copy(buf, authorizedMsg)])
 	a.wmu.Unlock()
-	conn.SetReadDeadline(time.Time{})
+	if a.threshold == 0 {
+		// Otherwise the read loop sets the heartbeat deadline first thing.
+		conn.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		a.end(err)
 		m.gate.emit(evAuthorizedLost, slog.LevelWarn, "agent authenticated but AUTHORIZED could not be sent", "port", port, "remote", remote, "err", err)
 		return
 	}
-	m.log.Debug("agent authenticated", "port", port, "remote", remote)
+	if m.debugOn() {
+		m.log.Debug("agent authenticated", "port", port, "remote", remote)
+	}
 	m.agentSeen(time.Now())
-	err = a.readLoop()
+	err = a.readLoop(buf)
 	why := a.closeReason(err)
 	a.end(err)
-	m.log.Debug("agent connection closed", "port", port, "remote", remote, "reason", why)
+	if m.debugOn() {
+		m.log.Debug("agent connection closed", "port", port, "remote", remote, "reason", why)
+	}
 }
 
 // release stops counting the connection against maxconnections, once.
@@ -520,7 +534,6 @@ func (a *agentConn) end(err error) {
 	if s.state.Load() == sessFresh && a.diedUnread(s, err) && s.abandon() {
 		// Dead before it answered: the public client's goroutine pairs
 		// its first bytes with another agent connection.
-		a.m.c.met.retries.Inc()
 		return
 	}
 	if errors.Is(err, io.EOF) {
@@ -528,7 +541,7 @@ func (a *agentConn) end(err error) {
 		// redial at once); the public client learns the same and may
 		// still send until it shuts down too.
 		a.release()
-		closeWrite(s.pub)
+		s.passOnEOF(s.pub)
 		s.halfClosed()
 		return
 	}
@@ -673,8 +686,7 @@ var errBytesLost = errors.New("agent connection died while the public client was
 
 // readLoop reads from the agent until the connection ends: answers BEAT,
 // forwards payload, and enforces the heartbeat absence threshold (§6.3).
-func (a *agentConn) readLoop() error {
-	buf := make([]byte, smallBuf)
+func (a *agentConn) readLoop(buf []byte) error {
 	var big *[]byte
 	defer func() {
 		if big != nil {
@@ -682,7 +694,11 @@ func (a *agentConn) readLoop() error {
 		}
 	}()
 	var deadlineSet time.Time
-	var rc syscall.RawConn
+	var pk *peeker
+	// bulk: a read filled the small buffer, so the agent sends more than
+	// messages and its bytes are worth splicing. Until then plain reads
+	// (one system call each) serve short sessions best.
+	bulk := false
 	for {
 		if a.threshold > 0 {
 			// Moving the deadline on every read would cost a timer update
@@ -694,19 +710,19 @@ func (a *agentConn) readLoop() error {
 				a.m.agentSeen(now)
 			}
 		}
-		if pub, s := a.splicePeer(); pub != nil {
+		if pub, s := a.splicePeer(); pub != nil && bulk {
 			// Bulk data to a public client: wait for the agent's bytes and
 			// learn how many are queued. A chunk larger than any heartbeat
 			// that does not start with one is payload and goes socket to
 			// socket; a small one is read below and checked for BEAT, as a
 			// read would see it (§6.6).
-			if rc == nil {
+			if pk == nil {
 				var err error
-				if rc, err = a.conn.(*net.TCPConn).SyscallConn(); err != nil {
+				if pk, err = newPeeker(a.conn.(*net.TCPConn)); err != nil {
 					return err
 				}
 			}
-			avail, beat, err := queued(rc)
+			avail, beat, err := pk.queued()
 			if err != nil {
 				if a.keepAlive(err) {
 					deadlineSet = time.Time{}
@@ -750,10 +766,11 @@ func (a *agentConn) readLoop() error {
 			}
 			return err
 		}
-		// A read that fills the small buffer means bulk data is flowing and
-		// cannot be spliced (TLS, private route): switch to a big buffer for
-		// the rest of the connection. Sessions of small messages never take
-		// one.
+		// A read that fills the small buffer means bulk data is flowing:
+		// splice it from now on or, where it cannot be spliced (TLS,
+		// private route), switch to a big buffer for the rest of the
+		// connection. Sessions of small messages never take one.
+		bulk = bulk || n == len(buf)
 		if big == nil && n == len(buf) && a.busy() {
 			if pub, _ := a.splicePeer(); pub == nil {
 				big = a.m.c.bufs.Get().(*[]byte)
@@ -841,7 +858,7 @@ func (a *agentConn) closeReason(err error) string {
 		a.m.c.met.beatTimeouts.Inc()
 		a.m.gate.emit(evBeatTimeout, slog.LevelInfo, "agent connection silent for longer than its heartbeat absence threshold; closing",
 			"port", a.m.port(a.side), "remote", a.remote, "threshold", a.threshold)
-		a.m.noteTimeout(a.m.port(a.side), a.remote)
+		a.m.noteTimeout(a.m.port(a.side), a.remote.String())
 		return "heartbeat absence threshold passed"
 	case errors.Is(err, errMoved):
 		return err.Error()
@@ -951,16 +968,17 @@ type waiter struct {
 // connection, over TLS too; one that sends nothing within the wait is
 // closed.
 func (m *mapping) servePublic(pub net.Conn, p *pending) {
-	remote := pub.RemoteAddr().String()
+	remote := lazyAddr{pub}
 	deadline := time.Now().Add(m.c.publicWait)
-	pub.SetDeadline(deadline)
+	m.setWaitDeadline(pub, deadline)
 	// Wait for the first bytes without a buffer, so that silent clients
-	// hold none (over TLS, the handshake comes first).
+	// hold none (over TLS, the handshake comes first). The peeker serves
+	// the splice loop too: one per client.
 	var err error
+	var pk *peeker
 	if tcp, ok := pub.(*net.TCPConn); ok && canSplice {
-		var rc syscall.RawConn
-		if rc, err = tcp.SyscallConn(); err == nil {
-			if _, _, err = queued(rc); err == nil {
+		if pk, err = newPeeker(tcp); err == nil {
+			if _, _, err = pk.queued(); err == nil {
 				// Bytes are queued: from here the client is not one to
 				// close to make room, though they are not read yet.
 				p.spoke.Store(true)
@@ -988,7 +1006,7 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 			m.c.met.silentTimeouts.Inc()
 			m.gate.emit(evSilentTimeout, slog.LevelInfo, "public client closed: it sent nothing within relay.public_wait",
 				"remote", remote, "waited", m.c.publicWait)
-		} else {
+		} else if m.debugOn() {
 			m.log.Debug("public client left before sending anything", "remote", remote, "reason", describeErr(err))
 		}
 		return
@@ -1013,10 +1031,14 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 		// The wait is over; writes get relay.write_timeout from now on.
 		pub.SetDeadline(time.Time{})
 		s := a.sess.Load()
-		m.log.Debug("public client paired", "remote", remote, "agent", a.remote, "attempt", attempt)
-		err := m.relayPublic(a, s, pub, first, &keep)
+		if m.debugOn() {
+			m.log.Debug("public client paired", "remote", remote, "agent", a.remote, "attempt", attempt)
+		}
+		err := m.relayPublic(a, s, pub, first, &keep, pk)
 		if errors.Is(err, errMoved) {
-			m.log.Debug("agent connection died before answering; pairing the public client again", "remote", remote, "agent", a.remote)
+			if m.debugOn() {
+				m.log.Debug("agent connection died before answering; pairing the public client again", "remote", remote, "agent", a.remote)
+			}
 			deadline = time.Now().Add(m.c.publicWait)
 			pub.SetReadDeadline(deadline)
 			continue
@@ -1025,22 +1047,24 @@ func (m *mapping) servePublic(pub net.Conn, p *pending) {
 		if err != nil && !errors.Is(err, io.EOF) {
 			why = describeErr(err)
 		}
-		m.log.Debug("public session closed", "remote", remote, "agent", a.remote, "reason", why,
-			"duration", time.Since(s.start).Round(time.Millisecond))
+		if m.debugOn() {
+			m.log.Debug("public session closed", "remote", remote, "agent", a.remote, "reason", why,
+				"duration", time.Since(s.start).Round(time.Millisecond))
+		}
 		return
 	}
 }
 
 // relayPublic gives the agent connection the client's first bytes, relays
 // the rest, and passes on a half-close. errMoved: the agent connection
-// died before answering and the client must be paired again.
-func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []byte, keep **[]byte) error {
+// died before answering and the client must be paired again. pk is the
+// client's peeker, nil if it has none yet.
+func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []byte, keep **[]byte, pk *peeker) error {
 	w, err := a.writePayload(first)
 	s.sent.Store(true)
 	m.countToAgent(int64(w))
 	if err != nil {
 		if s.abandon() {
-			m.c.met.retries.Inc()
 			return errMoved
 		}
 		if s.state.Load() == sessRetry {
@@ -1050,7 +1074,7 @@ func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []by
 		s.close()
 		return err
 	}
-	err = a.copyFrom(pub, s, keep)
+	err = a.copyFrom(pub, s, keep, pk)
 	switch {
 	case errors.Is(err, errMoved):
 		return err
@@ -1060,7 +1084,7 @@ func (m *mapping) relayPublic(a *agentConn, s *session, pub net.Conn, first []by
 		// can redial at once when it sees the end.
 		a.release()
 		a.wmu.Lock()
-		closeWrite(a.conn)
+		s.passOnEOF(a.conn)
 		a.wmu.Unlock()
 		s.halfClosed()
 		if s.state.Load() == sessRetry {
@@ -1128,11 +1152,11 @@ func (m *mapping) takeAgent(pub net.Conn, p *pending, deadline time.Time, replay
 
 // copyFrom relays public client bytes into the agent connection after the
 // first ones. keep is the buffer holding those, returned to its pool once
-// the session can no longer move.
-func (a *agentConn) copyFrom(src net.Conn, s *session, keep **[]byte) error {
+// the session can no longer move; pk is src's peeker or nil.
+func (a *agentConn) copyFrom(src net.Conn, s *session, keep **[]byte, pk *peeker) error {
 	if st, ok := src.(*net.TCPConn); ok {
 		if dt, ok := a.conn.(*net.TCPConn); ok {
-			return a.spliceFrom(st, dt, s, keep)
+			return a.spliceFrom(st, dt, s, keep, pk)
 		}
 	}
 	return a.copyBuffered(src, s, keep)

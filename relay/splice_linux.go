@@ -7,6 +7,7 @@ import (
 	"os"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,14 +22,17 @@ const canSplice = true
 // always tell whether a payload write is in progress (§6.6), and the lock is
 // never held while the client is quiet. Nothing is consumed from the client
 // before the session is settled, so a session that has to move to another
-// agent connection leaves the client's next bytes queued for it.
-func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte) error {
-	rc, err := src.SyscallConn()
-	if err != nil {
-		return err
+// agent connection leaves the client's next bytes queued for it. pk is
+// src's peeker if the client already has one.
+func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte, pk *peeker) error {
+	if pk == nil {
+		var err error
+		if pk, err = newPeeker(src); err != nil {
+			return err
+		}
 	}
 	for {
-		avail, _, err := queued(rc)
+		avail, _, err := pk.queued()
 		if s.state.Load() == sessRetry {
 			return errMoved
 		}
@@ -80,38 +84,61 @@ func (a *agentConn) spliceFrom(src, dst *net.TCPConn, s *session, keep **[]byte)
 	}
 }
 
+// peeker learns how many bytes a socket has queued without reading them.
+// It is made once per connection: its callback and results live in it, so
+// that a wait costs no allocation.
+type peeker struct {
+	rc    syscall.RawConn
+	fn    func(fd uintptr) bool
+	avail int
+	beat  bool
+	err   error
+	peek  [len(beatMsg)]byte
+}
+
+func newPeeker(c *net.TCPConn) (*peeker, error) {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	p := &peeker{rc: rc}
+	p.fn = p.look
+	return p, nil
+}
+
 // queued blocks until the socket has bytes to read and returns how many,
 // and whether they start with a BEAT; io.EOF when the peer has closed its
 // side.
-func queued(rc syscall.RawConn) (int, bool, error) {
-	var (
-		avail int
-		beat  bool
-		opErr error
-		peek  [len(beatMsg)]byte
-	)
-	err := rc.Read(func(fd uintptr) bool {
-		n, _, err := unix.Recvfrom(int(fd), peek[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		switch {
-		case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EINTR):
-			return false
-		case err != nil:
-			opErr = err
-		case n == 0:
-			opErr = io.EOF
-		default:
-			beat = n == len(peek) && string(peek[:]) == beatMsg
-			avail, opErr = unix.IoctlGetInt(int(fd), unix.SIOCINQ)
-			if opErr == nil && avail < 1 {
-				avail = 1
-			}
-		}
-		return true
-	})
-	if err != nil {
+func (p *peeker) queued() (int, bool, error) {
+	p.avail, p.beat, p.err = 0, false, nil
+	if err := p.rc.Read(p.fn); err != nil {
 		return 0, false, err
 	}
-	return avail, beat, opErr
+	return p.avail, p.beat, p.err
+}
+
+// look is one non-blocking attempt; false asks the poller to wait.
+func (p *peeker) look(fd uintptr) bool {
+	// Raw calls: the x/sys wrappers allocate a source address the peek
+	// does not need.
+	n, _, errno := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&p.peek[0])), uintptr(len(p.peek)),
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	switch {
+	case errno == unix.EAGAIN || errno == unix.EINTR:
+		return false
+	case errno != 0:
+		p.err = errno
+	case n == 0:
+		p.err = io.EOF
+	default:
+		p.beat = int(n) == len(p.peek) && string(p.peek[:]) == beatMsg
+		var avail int32
+		if _, _, errno := unix.Syscall(unix.SYS_IOCTL, fd, unix.SIOCINQ, uintptr(unsafe.Pointer(&avail))); errno != 0 {
+			p.err = errno
+		}
+		p.avail = max(int(avail), 1)
+	}
+	return true
 }
 
 // resetFollows waits briefly after an agent's end of stream for the reset

@@ -11,10 +11,15 @@ import (
 // canSplice: no splice(2) here; agent data goes through user space.
 const canSplice = false
 
-func queued(syscall.RawConn) (int, bool, error) { return 0, false, errors.New("queued: not supported") }
+// peeker is not needed where nothing is spliced.
+type peeker struct{}
+
+func newPeeker(*net.TCPConn) (*peeker, error) { return nil, errors.New("peeking: not supported") }
+
+func (*peeker) queued() (int, bool, error) { return 0, false, errors.New("peeking: not supported") }
 
 // spliceFrom falls back to a buffered copy where splice(2) does not exist.
-func (a *agentConn) spliceFrom(src, _ *net.TCPConn, s *session, keep **[]byte) error {
+func (a *agentConn) spliceFrom(src, _ *net.TCPConn, s *session, keep **[]byte, _ *peeker) error {
 	return a.copyBuffered(src, s, keep)
 }
 

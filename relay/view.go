@@ -97,7 +97,7 @@ func (c *Connector) Mappings() []MappingView {
 			v.Sides[i].Port = m.port(i)
 			if !m.public {
 				if a := m.priv[i].Load(); a != nil {
-					v.Sides[i].Connected, v.Sides[i].Remote = true, a.remote
+					v.Sides[i].Connected, v.Sides[i].Remote = true, a.remote.String()
 				}
 			}
 		}

@@ -38,7 +38,27 @@ func startWithTraffic(t *testing.T) (*relaytest.Instance, relaytest.Mapping, rel
 	priv := in.AddPrivate(t, 200000)
 	relaytest.EchoAgents(t, pub.Port1, pub.Passcode1, 2)
 	relaytest.RoundTrip(t, pub.Port2, 300_000)
+	counted(t, in, 300_000)
 	return in, pub, priv
+}
+
+// counted waits until the Connector has counted n bytes each way: a chunk
+// is counted once its write returns, which can be just after the echo of
+// the last bytes reached the client.
+func counted(t *testing.T, in *relaytest.Instance, n int64) {
+	t.Helper()
+	guard := time.Now().Add(10 * time.Second)
+	for {
+		var to, from int64
+		in.EachTraffic(func(_ string, a, b int64) { to, from = to+a, from+b })
+		if to == n && from == n {
+			return
+		}
+		if time.Now().After(guard) {
+			t.Fatalf("the Connector counted %d bytes to agents and %d from agents, want %d each", to, from, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func TestPageShowsMappingsTrafficAndNoSecrets(t *testing.T) {
@@ -51,6 +71,7 @@ func TestPageShowsMappingsTrafficAndNoSecrets(t *testing.T) {
 	t0 := time.Now()
 	p.hist.sample(t0, in.EachTraffic)
 	relaytest.RoundTrip(t, pub.Port2, 200_000)
+	counted(t, in, 500_000)
 	p.hist.sample(t0.Add(5*time.Second), in.EachTraffic)
 
 	resp, body := get(t, p)

@@ -4,6 +4,7 @@ import (
 	"io"
 	"math"
 	"testing"
+	"time"
 )
 
 func TestParseOptions(t *testing.T) {
@@ -35,5 +36,24 @@ func TestMedian(t *testing.T) {
 	}
 	if got := median(nil); !math.IsNaN(got) {
 		t.Errorf("median of nothing = %v, want NaN", got)
+	}
+}
+
+// A relay's setup cost is its CPU over every session of every round; a relay
+// whose CPU cannot be read (two processes, or none of its own) has no figure
+// rather than zero.
+func TestSetupCPU(t *testing.T) {
+	b := &bench{setups: map[int]map[string]*setupRuns{1: {
+		pSplice:    {cpu: 300 * time.Millisecond, sessions: 3000},
+		pSplice2:   {rates: []float64{1000}},
+		pConnector: {cpu: 0, sessions: 0},
+	}}}
+	if got := b.setupCPU(1, pSplice); got != 100 {
+		t.Errorf("300 ms over 3000 sessions = %v µs per session, want 100", got)
+	}
+	for _, name := range []string{pSplice2, pConnector, pHAProxy} {
+		if got := b.setupCPU(1, name); !math.IsNaN(got) {
+			t.Errorf("%s without CPU readings: %v µs per session, want NaN", name, got)
+		}
 	}
 }
