@@ -3,19 +3,17 @@ package qemu
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/image"
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 	"github.com/eclipse-iofog/iofog-connector/schema"
 )
@@ -74,15 +72,15 @@ func TestApplianceBoots(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(vm.Stop)
-			api := "http://" + vm.Addr(8081) + "/api/v2/"
+			api := apiClient(vm)
 
 			// Up: the API answers on the rewritten config's port.
 			start := time.Now()
-			status := waitAPI(ctx, t, vm, api+"status", url.Values{"mappingid": {"all"}}, 5*time.Minute)
+			status := waitAPI(ctx, t, vm, api, 5*time.Minute)
 			// For the record (go test -v), not a check: machines are noisy.
 			t.Logf("%s: QEMU start to the API answering: %s", c.board, time.Since(start).Round(100*time.Millisecond))
-			if status["status"] != "running" {
-				t.Fatalf("status: %v; want \"status\":\"running\"", status)
+			if status.Status != "running" {
+				t.Fatalf("status: %+v; want \"status\":\"running\"", status)
 			}
 
 			t.Run("public mapping carries traffic", func(t *testing.T) {
@@ -93,7 +91,7 @@ func TestApplianceBoots(t *testing.T) {
 			// mapping was acknowledged: the next boot of the same card has
 			// it, on the same ports.
 			t.Run("survives a power cut", func(t *testing.T) {
-				before, err := post(ctx, api+"mapping/list", nil)
+				before, err := list(ctx, api)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -103,9 +101,9 @@ func TestApplianceBoots(t *testing.T) {
 					t.Fatal(err)
 				}
 				boardT.Cleanup(vm.Stop)
-				api = "http://" + vm.Addr(8081) + "/api/v2/"
-				waitAPI(ctx, t, vm, api+"status", url.Values{"mappingid": {"all"}}, 5*time.Minute)
-				after, err := post(ctx, api+"mapping/list", nil)
+				api = apiClient(vm)
+				waitAPI(ctx, t, vm, api, 5*time.Minute)
+				after, err := list(ctx, api)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -115,7 +113,7 @@ func TestApplianceBoots(t *testing.T) {
 			})
 
 			t.Run("commandline stop powers off", func(t *testing.T) {
-				if _, err := post(ctx, api+"commandline", url.Values{"command": {"stop"}}); err != nil {
+				if _, err := command(ctx, api, "stop"); err != nil {
 					t.Fatal(err)
 				}
 				if err := vm.Wait(3 * time.Minute); err != nil {
@@ -133,51 +131,35 @@ func TestApplianceBoots(t *testing.T) {
 }
 
 // mappingPorts lists a mapping/list answer as "id:port1/port2" strings.
-func mappingPorts(list map[string]any) []string {
+func mappingPorts(list controlapi.ListReply) []string {
 	var out []string
-	ms, _ := list["mappings"].([]any)
-	for _, m := range ms {
-		mm, _ := m.(map[string]any)
-		out = append(out, fmt.Sprintf("%v:%v/%v", mm["id"], mm["port1"], mm["port2"]))
+	for _, m := range list.Mappings {
+		out = append(out, fmt.Sprintf("%s:%d/%d", m.ID, m.Port1, m.Port2))
 	}
 	return out
 }
 
-func publicMapping(ctx context.Context, t *testing.T, vm *VM, api string) {
-	mapping := `{"type":"public","maxconnections":1,"heartbeatabsencethreshold":60000}`
-	m, err := post(ctx, api+"mapping/add", url.Values{"mapping": {mapping}})
+func publicMapping(ctx context.Context, t *testing.T, vm *VM, api *controlapi.Client) {
+	actx, acancel := context.WithTimeout(ctx, apiTimeout)
+	m, err := api.Add(actx, controlapi.Public(1, 60000))
+	acancel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	port1, port2 := int(num(m["port1"])), int(num(m["port2"]))
+	port1, port2 := int(m.Port1), int(m.Port2)
 	if vm.HostPort(port1) == 0 || vm.HostPort(port2) == 0 {
-		t.Fatalf("mapping got ports %d/%d, outside the configured pool 6000-6003: %v", port1, port2, m)
+		t.Fatalf("mapping got ports %d/%d, outside the configured pool 6000-6003: %+v", port1, port2, m)
 	}
-	passcode, _ := m["passcode1"].(string)
 
 	// The microservice: answers each line with "echo: " and the line.
-	svc, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer svc.Close()
-	go func() {
-		for {
-			c, err := svc.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				fmt.Fprintf(c, "echo: %s", line)
-			}()
-		}
-	}()
+	svc := testpeer.Listen(t, func(c net.Conn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		fmt.Fprintf(c, "echo: %s", line)
+	})
 
 	agent, err := agentclient.New(agentclient.Config{
-		Mode: "public", Host: "127.0.0.1", Port: vm.HostPort(port1), Passcode: passcode, ConnectionCount: 1,
-		LocalHost: "127.0.0.1", LocalPort: svc.Addr().(*net.TCPAddr).Port, DevMode: true,
+		Mode: "public", Host: "127.0.0.1", Port: vm.HostPort(port1), Passcode: m.Passcode1, ConnectionCount: 1,
+		LocalHost: "127.0.0.1", LocalPort: svc, DevMode: true,
 	}, agentclient.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -204,59 +186,51 @@ func publicMapping(ctx context.Context, t *testing.T, vm *VM, api string) {
 	}
 }
 
-// waitAPI polls an API call until it answers 200 (the guest is booting;
+// apiTimeout bounds each API call: the guest answers within it unless it
+// is hung.
+const apiTimeout = 20 * time.Second
+
+// apiClient is the control-API client for the appliance's API, reached
+// through hostfwd on the boot tests' port.
+func apiClient(vm *VM) *controlapi.Client {
+	return controlapi.New("http://"+vm.Addr(8081), &http.Client{Timeout: apiTimeout})
+}
+
+// waitAPI polls status until the API answers (the guest is booting;
 // hostfwd resets connections until something listens), QEMU exits, or
 // timeout passes.
-func waitAPI(ctx context.Context, t *testing.T, vm *VM, u string, form url.Values, timeout time.Duration) map[string]any {
+func waitAPI(ctx context.Context, t *testing.T, vm *VM, api *controlapi.Client, timeout time.Duration) controlapi.StatusReply {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	var last error
 	for time.Now().Before(deadline) {
 		select {
 		case <-vm.Done():
-			t.Fatalf("QEMU exited before the API answered at %s (is the appliance PID 1 in place?): %v\nconsole ends:\n%s", u, vm.Wait(0), vm.tail(60))
+			t.Fatalf("QEMU exited before the API answered at %s (is the appliance PID 1 in place?): %v\nconsole ends:\n%s", api.Base, vm.Wait(0), vm.tail(60))
 		case <-ctx.Done():
 			t.Fatal(ctx.Err())
 		case <-time.After(time.Second):
 		}
-		m, err := post(ctx, u, form)
+		actx, cancel := context.WithTimeout(ctx, apiTimeout)
+		st, err := api.Status(actx)
+		cancel()
 		if err == nil {
-			return m
+			return st
 		}
 		last = err
 	}
-	t.Fatalf("the API did not answer at %s within %s (last: %v)\nconsole ends:\n%s", u, timeout, last, vm.tail(60))
-	return nil
+	t.Fatalf("the API did not answer at %s within %s (last: %v)\nconsole ends:\n%s", api.Base, timeout, last, vm.tail(60))
+	return controlapi.StatusReply{}
 }
 
-func post(ctx context.Context, u string, form url.Values) (map[string]any, error) {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+func list(ctx context.Context, api *controlapi.Client) (controlapi.ListReply, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("POST %s: %s: %s", u, resp.Status, body)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil {
-		return nil, fmt.Errorf("POST %s: not JSON: %q", u, body)
-	}
-	return m, nil
+	return api.List(ctx)
 }
 
-func num(v any) float64 {
-	f, _ := v.(float64)
-	return f
+func command(ctx context.Context, api *controlapi.Client, cmd string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, apiTimeout)
+	defer cancel()
+	return api.Command(ctx, cmd)
 }
