@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/relay"
 	"github.com/eclipse-iofog/iofog-connector/relay/relaytest"
 	"github.com/eclipse-iofog/iofog-connector/schema"
@@ -112,7 +113,8 @@ func startChild(t *testing.T, nofile uint64, cfg *schema.Config) *relaytest.Inst
 	if err != nil || !ok {
 		t.Fatalf("child Connector did not start: %q %v\n%s", line, err, stderr.String())
 	}
-	return &relaytest.Instance{Client: &http.Client{Timeout: hangGuard}, Base: "http://" + api}
+	hc := &http.Client{Timeout: hangGuard}
+	return &relaytest.Instance{Client: hc, Base: "http://" + api, API: controlapi.New("http://"+api, hc)}
 }
 
 // A flood of connections that never authenticate or never speak, larger
