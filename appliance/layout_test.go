@@ -2,7 +2,6 @@ package appliance_test
 
 import (
 	"context"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -74,7 +73,7 @@ func TestFirstBootGrowsAndMigrates(t *testing.T) {
 	if m, ok := list["kept-from-the-fat"]; !ok || m.Port1 != 6010 || m.Port2 != 6011 {
 		t.Errorf("after moving the store: mappings %v; want kept-from-the-fat on 6010/6011", list)
 	}
-	apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+	command(t, api, "stop")
 	if err := vm.Wait(stepTimeout); err != nil {
 		t.Fatalf("after commandline stop: %v", err)
 	}

@@ -3,16 +3,16 @@ package appliance_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/image"
 	"github.com/eclipse-iofog/iofog-connector/qemu"
 )
@@ -163,7 +163,7 @@ func TestPowerCut(t *testing.T) {
 			clear(uncertain)
 			m := addMapping(t, api)
 			acked[m.ID] = m
-			apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+			command(t, api, "stop")
 			if err := vm.Wait(stepTimeout); err != nil {
 				t.Fatalf("after commandline stop: %v", err)
 			}
@@ -199,7 +199,8 @@ func TestPowerCut(t *testing.T) {
 // (the power went), recording what was acknowledged. A remove that got no
 // answer is uncertain: the mapping may be there after the cut or not.
 func churn(api string, rng *rand.Rand, acked map[string]mapping, uncertain map[string]bool, stop <-chan struct{}) (adds, removes int) {
-	client := &http.Client{Timeout: time.Minute}
+	c := control(api)
+	ctx := context.Background()
 	for {
 		select {
 		case <-stop:
@@ -216,26 +217,20 @@ func churn(api string, rng *rand.Rand, acked map[string]mapping, uncertain map[s
 		}
 		if victim != "" {
 			uncertain[victim] = true
-			resp, err := client.PostForm(api+"/api/v2/mapping/remove", url.Values{"mappingid": {victim}})
-			if err != nil {
-				return
+			_, err := c.Remove(ctx, victim)
+			var refused *controlapi.Error
+			if err != nil && !errors.As(err, &refused) {
+				return // no answer: the power went
 			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if err == nil {
 				delete(acked, victim)
 				delete(uncertain, victim)
 				removes++
 			}
 			continue
 		}
-		resp, err := client.PostForm(api+"/api/v2/mapping/add", url.Values{"mapping": {publicMapping}})
+		r, err := c.Add(ctx, publicMapping)
 		if err != nil {
-			return
-		}
-		var r map[string]any
-		err = json.NewDecoder(resp.Body).Decode(&r)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != http.StatusOK {
 			return
 		}
 		m := mappingOf(r)
@@ -244,40 +239,30 @@ func churn(api string, rng *rand.Rand, acked map[string]mapping, uncertain map[s
 	}
 }
 
-const publicMapping = `{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`
+var publicMapping = controlapi.Public(2, 200000)
 
-func mappingOf(r map[string]any) mapping {
-	str := func(k string) string { s, _ := r[k].(string); return s }
-	num := func(k string) int { f, _ := r[k].(float64); return int(f) }
-	return mapping{ID: str("id"), Port1: num("port1"), Port2: num("port2"), Pass1: str("passcode1"), Pass2: str("passcode2")}
+func mappingOf(r controlapi.AddReply) mapping {
+	return mapping{ID: r.ID, Port1: int(r.Port1), Port2: int(r.Port2), Pass1: r.Passcode1, Pass2: r.Passcode2}
 }
 
 func addMapping(t *testing.T, api string) mapping {
 	t.Helper()
-	return mappingOf(apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {publicMapping}}))
+	r, err := control(api).Add(context.Background(), publicMapping)
+	if err != nil {
+		t.Fatalf("mapping add: %v", err)
+	}
+	return mappingOf(r)
 }
 
 func listMappings(t *testing.T, api string) map[string]mapping {
 	t.Helper()
-	client := &http.Client{Timeout: time.Minute}
-	resp, err := client.PostForm(api+"/api/v2/mapping/list", nil)
+	l, err := control(api).List(context.Background())
 	if err != nil {
-		t.Fatalf("mapping list: %v", err)
-	}
-	defer resp.Body.Close()
-	var l struct {
-		Mappings []struct {
-			ID    string `json:"id"`
-			Port1 int    `json:"port1"`
-			Port2 int    `json:"port2"`
-		} `json:"mappings"`
-	}
-	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
 		t.Fatalf("mapping list: %v", err)
 	}
 	out := map[string]mapping{}
 	for _, m := range l.Mappings {
-		out[m.ID] = mapping{ID: m.ID, Port1: m.Port1, Port2: m.Port2}
+		out[m.ID] = mapping{ID: m.ID, Port1: int(m.Port1), Port2: int(m.Port2)}
 	}
 	return out
 }

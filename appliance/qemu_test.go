@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,8 +18,10 @@ import (
 	"time"
 
 	"github.com/eclipse-iofog/iofog-connector/appliance"
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/image"
 	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
+	"github.com/eclipse-iofog/iofog-connector/internal/testpeer"
 	"github.com/eclipse-iofog/iofog-connector/qemu"
 	"github.com/eclipse-iofog/iofog-connector/relay/agentclient"
 )
@@ -68,7 +68,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	}
 
 	// A microservice on the host for the agent to reach, and the agent.
-	echo := echoServer(t)
+	echo := testpeer.Echoing(t)
 	var agent *agentclient.Client
 	var port1, port2 int
 	// Guest ports reachable from the host: the API and the first mapping's
@@ -88,21 +88,21 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		api := "http://" + vm.Addr(8080)
 
 		// The bad config is reported, and the default runs.
-		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
-		if st["status"] != "running" || st["mappings"] != float64(0) {
-			t.Fatalf("status on first boot: %v", st)
+		st := status(t, api)
+		if st.Status != "running" || st.Mappings != 0 {
+			t.Fatalf("status on first boot: %+v", st)
 		}
 
 		// A public mapping carries traffic from a host-side public client
 		// through the appliance to the agent's microservice and back.
-		add := apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
-		port1, port2 = int(add["port1"].(float64)), int(add["port2"].(float64))
+		add := addMapping(t, api)
+		port1, port2 = add.Port1, add.Port2
 		if port1 != 6000 || port2 != 6001 {
 			t.Fatalf("mapping got ports %d/%d; the test forwards 6000/6001 (the lowest of the default pool)", port1, port2)
 		}
 		// The agent outlives this boot (parent test's t): it keeps
 		// redialling through the reboot, as a real one would.
-		agent = startAgent(ctx, parent, vm.HostPort(port1), add["passcode1"].(string), echo)
+		agent = startAgent(ctx, parent, vm.HostPort(port1), add.Pass1, echo)
 		roundTrip(ctx, t, agent, vm.Addr(port2), "first boot")
 
 		// Killing the Connector: PID 1 restarts it, the mapping is back on
@@ -111,14 +111,13 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		typeLine("iofog-test kill-connector")
 		waitConsole(ctx, t, vm, off, `iofog-test: kill-connector: killed pid \d+`, stepTimeout)
 		waitConsole(ctx, t, vm, off, `Connector is up.*`, stepTimeout)
-		st = apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
-		if st["mappings"] != float64(1) {
-			t.Fatalf("after the restart the Connector has %v mappings, want 1", st["mappings"])
+		if st = status(t, api); st.Mappings != 1 {
+			t.Fatalf("after the restart the Connector has %v mappings, want 1", st.Mappings)
 		}
 		roundTrip(ctx, t, agent, vm.Addr(port2), "after the Connector was killed and restarted")
 
 		// The status page, through the forwarded API port (statuspage_qemu_test.go).
-		checkStatusPage(t, api, []string{add["passcode1"].(string)}, "connector.cue: invalid", "connector.cue:5:", "connector.cue:6:",
+		checkStatusPage(t, api, []string{add.Pass1}, "connector.cue: invalid", "connector.cue:5:", "connector.cue:6:",
 			"10.0.2.15/24", "Firewall</dt><dd><span class=\"dot ok\" aria-hidden=\"true\"></span>on<", "restarted 1×", ">6000<", ">6001<", "Connector restarted: ")
 
 		off = len(vm.Console())
@@ -131,11 +130,17 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		}
 
 		// `commandline stop` powers the appliance off: QEMU exits by itself.
-		apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+		command(t, api, "stop")
 		if err := vm.Wait(stepTimeout); err != nil {
 			t.Fatalf("after commandline stop: %v", err)
 		}
 		waitConsole(ctx, t, vm, 0, `goodbye.*power off`, time.Second)
+		// What a laptop's checkers say of the card afterwards.
+		for _, label := range []string{image.Label, image.ESPLabel, image.DataLabel} {
+			if out, err := image.CheckPartition(res.Image, label); err != nil {
+				t.Errorf("%s after commandline stop: %v\n%s", label, err, out)
+			}
+		}
 
 		// STATUS.txt, as a person reads it after pulling the card.
 		status, err := image.ReadBootFile(res.Image, appliance.StatusFile)
@@ -164,7 +169,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 	if err := os.WriteFile(good, []byte(fixedConfig), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := image.RewriteConfig(ctx, res.Image, good, nil); err != nil {
+	if _, err := image.RewriteConfig(ctx, res.Image, good, validConfig); err != nil {
 		t.Fatal(err)
 	}
 
@@ -177,9 +182,8 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 		waitConsole(ctx, t, vm, 0, `msg="feeding the hardware watchdog while the Connector is healthy"`, stepTimeout)
 		armed := time.Now()
 		api := "http://" + vm.Addr(8080)
-		st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
-		if st["mappings"] != float64(1) {
-			t.Fatalf("after a reboot the Connector has %v mappings, want the 1 from before", st["mappings"])
+		if st := status(t, api); st.Mappings != 1 {
+			t.Fatalf("after a reboot the Connector has %v mappings, want the 1 from before", st.Mappings)
 		}
 		// The agent on the host has been redialling the same port meanwhile.
 		roundTrip(ctx, t, agent, vm.Addr(port2), "after a reboot")
@@ -191,7 +195,7 @@ func TestApplianceBootsInQEMU(t *testing.T) {
 			t.Fatalf("the watchdog reset the machine although the Connector is healthy; console ends:\n%s", tail(vm.Console(), 20))
 		case <-time.After(time.Until(armed.Add(40 * time.Second))):
 		}
-		apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
+		status(t, api)
 
 		// This time the power button ends it, as a user pressing it would:
 		// PID 1 stops the Connector (SIGTERM, clean exit), flushes the card
@@ -292,41 +296,34 @@ func waitConsole(ctx context.Context, t *testing.T, vm *qemu.VM, offset int, re 
 	return m
 }
 
-// apiCall posts a form to the Connector's API, as the Controller does.
-func apiCall(t *testing.T, base, path string, form url.Values) map[string]any {
-	t.Helper()
-	client := &http.Client{Timeout: time.Minute}
-	resp, err := client.PostForm(base+path, form)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	var m map[string]any
-	if err := json.Unmarshal(body, &m); err != nil || m["errormessage"] != nil {
-		t.Fatalf("POST %s: %s (%v)", path, body, err)
-	}
-	return m
+// apiTimeout bounds each API call: the guest answers within it unless it
+// is hung.
+const apiTimeout = time.Minute
+
+// control is the control-API client for the appliance's API at base.
+func control(base string) *controlapi.Client {
+	return controlapi.New(base, &http.Client{Timeout: apiTimeout})
 }
 
-// echoServer is the agent's local microservice: it echoes each line back.
-func echoServer(t *testing.T) int {
+// status asks for the Connector's state (mappingid=all), as installers and
+// the Controller do.
+func status(t *testing.T, api string) controlapi.StatusReply {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	st, err := control(api).Status(context.Background())
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("status: %v", err)
 	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
-	return ln.Addr().(*net.TCPAddr).Port
+	return st
+}
+
+// command sends a commandline command and returns its response.
+func command(t *testing.T, api, cmd string) string {
+	t.Helper()
+	out, err := control(api).Command(context.Background(), cmd)
+	if err != nil {
+		t.Fatalf("commandline %s: %v", cmd, err)
+	}
+	return out
 }
 
 func startAgent(ctx context.Context, t *testing.T, hostPort1 int, passcode string, local int) *agentclient.Client {

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +81,7 @@ func TestUpdateInQEMU(t *testing.T) {
 	vm := start()
 	waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
 	api := "http://" + vm.Addr(8080)
-	add := apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
+	add := addMapping(t, api)
 	slots := updateStatus(t, api)
 	if !strings.Contains(slots, "slot A: v1 (running, committed)") {
 		t.Fatalf("slots on the first boot:\n%s\nconsole:\n%s", slots, vm.Console())
@@ -115,11 +114,10 @@ func TestUpdateInQEMU(t *testing.T) {
 			t.Errorf("slots after the commit lack %q:\n%s", want, slots)
 		}
 	}
-	st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
-	if st["mappings"] != float64(1) {
-		t.Errorf("v2 runs with %v mappings, want the 1 made on v1 (%v)", st["mappings"], add["id"])
+	if st := status(t, api); st.Mappings != 1 {
+		t.Errorf("v2 runs with %v mappings, want the 1 made on v1 (%v)", st.Mappings, add.ID)
 	}
-	apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+	command(t, api, "stop")
 	vm.Wait(stepTimeout)
 
 	// Committed: a plain boot runs v2 again.
@@ -162,6 +160,10 @@ func mustRoot(t *testing.T) string {
 	return root
 }
 
+// updateStatus reads the slots' report. The update endpoints answer in
+// plain text, streamed while a bundle is written, and only an appliance
+// has them: they are not part of the control API that controlapi speaks,
+// so this file reaches them over plain HTTP.
 func updateStatus(t *testing.T, api string) string {
 	t.Helper()
 	resp, err := http.Get(api + "/api/v2/update/status")
@@ -235,7 +237,7 @@ func TestUpdateRollbackInQEMU(t *testing.T) {
 	vm := start()
 	waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
 	api := "http://" + vm.Addr(8080)
-	apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
+	addMapping(t, api)
 	if reply := post(api, false); !strings.Contains(reply, "ok: v2-broken written to slot B") {
 		t.Fatalf("update reply:\n%s", reply)
 	}
@@ -258,14 +260,13 @@ func TestUpdateRollbackInQEMU(t *testing.T) {
 			t.Errorf("slots after the rollback lack %q:\n%s", want, slots)
 		}
 	}
-	st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}})
-	if st["mappings"] != float64(1) {
-		t.Errorf("after the rollback: %v mappings, want 1", st["mappings"])
+	if st := status(t, api); st.Mappings != 1 {
+		t.Errorf("after the rollback: %v mappings, want 1", st.Mappings)
 	}
 	if reply := post(api, false); !strings.Contains(reply, "failed its trial boot before") {
 		t.Errorf("the failed bundle again:\n%s", reply)
 	}
-	apiCall(t, api, "/api/v2/commandline", url.Values{"command": {"stop"}})
+	command(t, api, "stop")
 	if err := vm.Wait(stepTimeout); err != nil {
 		t.Fatal(err)
 	}
@@ -334,15 +335,15 @@ func TestUpdatePowerCutInQEMU(t *testing.T) {
 				t.Errorf("slots lack %q:\n%s", want, slots)
 			}
 		}
-		if st := apiCall(t, api, "/api/v2/status", url.Values{"mappingid": {"all"}}); st["mappings"] != float64(1) {
-			t.Errorf("%v mappings, want 1", st["mappings"])
+		if st := status(t, api); st.Mappings != 1 {
+			t.Errorf("%v mappings, want 1", st.Mappings)
 		}
 	}
 
 	vm := start()
 	waitConsole(ctx, t, vm, 0, `Connector is up.*`, bootTimeout)
 	api := "http://" + vm.Addr(8080)
-	apiCall(t, api, "/api/v2/mapping/add", url.Values{"mapping": {`{"type":"public","maxconnections":2,"heartbeatabsencethreshold":200000}`}})
+	addMapping(t, api)
 
 	// Cut 1: while slot B is written.
 	sc := upload(api)

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/image"
 	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 	"github.com/eclipse-iofog/iofog-connector/qemu"
@@ -128,9 +129,9 @@ func TestDebianSystemd(t *testing.T) {
 
 	// A mapping added through the API relays bytes, from the host through
 	// QEMU's forwarded ports.
-	api := apiEndpoint{base: "http://" + g.vm.Addr(8080), client: http.DefaultClient}
-	pub := g.addMapping(api, `{"type":"public","maxconnections":60,"heartbeatabsencethreshold":200000}`)
-	priv := g.addMapping(api, `{"type":"private","maxconnectionsport1":1, "maxconnectionsport2":1, "heartbeatabsencethresholdport1":200000, "heartbeatabsencethresholdport2":200000}`)
+	api := controlapi.New("http://"+g.vm.Addr(8080), &http.Client{Timeout: apiTimeout})
+	pub := g.addMapping(api, controlapi.Public(60, 200000))
+	priv := g.addMapping(api, controlapi.Private(1, 200000))
 	maps := []mapping{pub, priv}
 	relayRoundTrip(t, pub, g.dial)
 	g.checkMappings(api, maps)
@@ -173,7 +174,7 @@ func TestDebianSystemd(t *testing.T) {
 	}
 	pid = g.waitActive(0)
 	g.checkProcess(pid)
-	api.base = "http://" + g.vm.Addr(8080)
+	api = controlapi.New("http://"+g.vm.Addr(8080), &http.Client{Timeout: apiTimeout})
 	g.checkMappings(api, maps)
 	relayRoundTrip(t, pub, g.dial)
 	g.checkTable(maps)
@@ -213,7 +214,7 @@ func TestDebianSystemd(t *testing.T) {
 		t.Fatal("server-cert.pem holds no certificate")
 	}
 	tlsConf := &tls.Config{RootCAs: roots, ServerName: "connector.test"}
-	https := apiEndpoint{base: "https://" + g.vm.Addr(443), client: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}}
+	https := controlapi.New("https://"+g.vm.Addr(443), &http.Client{Timeout: apiTimeout, Transport: &http.Transport{TLSClientConfig: tlsConf}})
 	g.checkMappings(https, maps)
 	relayRoundTrip(t, pub, func(port int) (net.Conn, error) {
 		return tls.DialWithDialer(&net.Dialer{Timeout: 10 * time.Second}, "tcp", g.vm.Addr(port), tlsConf)
@@ -511,23 +512,31 @@ func (g *guest) checkProcess(pid int) {
 	}
 }
 
-func (g *guest) addMapping(e apiEndpoint, spec string) mapping {
+// apiTimeout bounds each API call to the guest: it answers within it
+// unless it is hung.
+const apiTimeout = 30 * time.Second
+
+func (g *guest) addMapping(api *controlapi.Client, r controlapi.AddRequest) mapping {
 	g.t.Helper()
-	var m mapping
-	e.call(g.t, "/api/v2/mapping/add", url.Values{"mapping": {spec}}, &m)
-	if m.Status != "ok" || m.ID == "" || m.Port1 < 6000 || m.Port2 > 6050 || m.Port1 == m.Port2 {
-		g.t.Fatalf("mapping/add %s: %+v", spec, m)
+	a, err := api.Add(context.Background(), r)
+	if err != nil {
+		g.t.Fatalf("mapping/add %s: %v", r.MappingJSON(), err)
 	}
-	m.Public = strings.Contains(spec, `"public"`)
+	m := mapping{Status: a.Status, ID: a.ID, Port1: int(a.Port1), Port2: int(a.Port2), Pass1: a.Passcode1, Public: !r.Private}
+	if m.Status != "ok" || m.ID == "" || m.Port1 < 6000 || m.Port2 > 6050 || m.Port1 == m.Port2 {
+		g.t.Fatalf("mapping/add %s: %+v", r.MappingJSON(), m)
+	}
 	return m
 }
 
 // checkMappings: the daemon has exactly these mappings, each with its ports
 // listening.
-func (g *guest) checkMappings(e apiEndpoint, maps []mapping) {
+func (g *guest) checkMappings(api *controlapi.Client, maps []mapping) {
 	g.t.Helper()
-	var st allStatus
-	e.call(g.t, "/api/v2/status", url.Values{"mappingid": {"all"}}, &st)
+	st, err := api.Status(context.Background())
+	if err != nil {
+		g.t.Fatalf("status through %s: %v", api.Base, err)
+	}
 	if st.Status != "running" || st.Mappings != len(maps) {
 		g.t.Errorf("status: %+v, want running with %d mappings", st, len(maps))
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -192,16 +193,6 @@ func parseMapping(s string) (addRequest, error) {
 	return req, nil
 }
 
-type addReply struct {
-	Status    string `json:"status"`
-	ID        string `json:"id"`
-	Port1     uint16 `json:"port1"`
-	Port2     uint16 `json:"port2"`
-	Passcode1 string `json:"passcode1"`
-	Passcode2 string `json:"passcode2"`
-	Timestamp int64  `json:"timestamp"`
-}
-
 func (c *Connector) apiAdd(form url.Values) (int, any) {
 	if !form.Has("mapping") {
 		return failed(http.StatusBadRequest, "missing form field mapping")
@@ -221,14 +212,8 @@ func (c *Connector) apiAdd(form url.Values) (int, any) {
 		c.log.Error("mapping add failed", "err", err)
 		return failed(http.StatusInternalServerError, err.Error())
 	}
-	return http.StatusOK, addReply{Status: "ok", ID: rec.ID, Port1: rec.Port1, Port2: rec.Port2,
+	return http.StatusOK, controlapi.AddReply{Status: "ok", ID: rec.ID, Port1: rec.Port1, Port2: rec.Port2,
 		Passcode1: rec.PasscodePort1, Passcode2: rec.PasscodePort2, Timestamp: now()}
-}
-
-type removeReply struct {
-	Status    string `json:"status"`
-	ID        string `json:"id"`
-	Timestamp int64  `json:"timestamp"`
 }
 
 func (c *Connector) apiRemove(form url.Values) (int, any) {
@@ -246,42 +231,16 @@ func (c *Connector) apiRemove(form url.Values) (int, any) {
 		c.log.Error("mapping remove failed", "mapping", id, "err", err)
 		return failed(http.StatusInternalServerError, err.Error())
 	}
-	return http.StatusOK, removeReply{Status: "ok", ID: id, Timestamp: now()}
-}
-
-// listEntry is a mapping as `mapping list` shows it: no passcodes.
-type listEntry struct {
-	ID      string `json:"id"`
-	Type    string `json:"type"`
-	Port1   uint16 `json:"port1"`
-	Port2   uint16 `json:"port2"`
-	Max1    int    `json:"maxconnectionsport1"`
-	Max2    int    `json:"maxconnectionsport2"`
-	Thresh1 int64  `json:"heartbeatabsencethresholdport1"`
-	Thresh2 int64  `json:"heartbeatabsencethresholdport2"`
-	Active1 bool   `json:"active1"`
-	Active2 bool   `json:"active2"`
-	// Why a port is not listening, when it is not.
-	Inactive1 string `json:"inactivereason1,omitempty"`
-	Inactive2 string `json:"inactivereason2,omitempty"`
-	Sessions  int64  `json:"publicsessions"`
-	AgentIdle int    `json:"agentsidle"`
-	AgentBusy int    `json:"agentspaired"`
-}
-
-type listReply struct {
-	Status    string      `json:"status"`
-	Mappings  []listEntry `json:"mappings"`
-	Timestamp int64       `json:"timestamp"`
+	return http.StatusOK, controlapi.RemoveReply{Status: "ok", ID: id, Timestamp: now()}
 }
 
 // apiList is an extension for the operator's `mapping list`.
 func (c *Connector) apiList(url.Values) (int, any) {
-	out := listReply{Status: "ok", Mappings: []listEntry{}, Timestamp: now()}
+	out := controlapi.ListReply{Status: "ok", Mappings: []controlapi.ListEntry{}, Timestamp: now()}
 	for _, l := range c.listAll() {
 		m, r := l.m, l.m.rec
 		idle, paired := m.counts()
-		e := listEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
+		e := controlapi.ListEntry{ID: r.ID, Type: m.kind(), Port1: r.Port1, Port2: r.Port2,
 			Max1: r.MaxConnectionsPort1, Max2: r.MaxConnectionsPort2,
 			Thresh1: r.HeartbeatAbsenceThresholdPort1, Thresh2: r.HeartbeatAbsenceThresholdPort2,
 			Active1: m.active(0), Active2: m.active(1), Sessions: m.sessions.Load(), AgentIdle: idle, AgentBusy: paired}
@@ -296,15 +255,9 @@ func (c *Connector) apiList(url.Values) (int, any) {
 	return http.StatusOK, out
 }
 
-type statusAll struct {
-	ID             string `json:"id"`
-	Timestamp      int64  `json:"timestamp"`
-	Status         string `json:"status"`
-	Mappings       int    `json:"mappings"`
-	Version        string `json:"version"`
-	AvailablePorts int    `json:"availablePorts"`
-}
-
+// A mapping's status keeps its own two shapes: each always sends both of
+// its keys, where controlapi.MappingStatusReply, one type for both kinds,
+// has to omit the other kind's.
 type statusPublic struct {
 	ID        string `json:"id"`
 	Timestamp int64  `json:"timestamp"`
@@ -333,7 +286,7 @@ func (c *Connector) apiStatus(form url.Values) (int, any) {
 	}
 	if id == "all" {
 		n, free := c.stats()
-		return http.StatusOK, statusAll{ID: "all", Timestamp: now(), Status: "running", Mappings: n,
+		return http.StatusOK, controlapi.StatusReply{ID: "all", Timestamp: now(), Status: "running", Mappings: n,
 			Version: c.opts.Version, AvailablePorts: free}
 	}
 	m, ok := c.lookup(id)
@@ -346,11 +299,6 @@ func (c *Connector) apiStatus(form url.Values) (int, any) {
 		return http.StatusOK, statusPublic{ID: id, Timestamp: now(), Public: activeWord(m.active(1)), Private: activeWord(m.active(0))}
 	}
 	return http.StatusOK, statusPrivate{ID: id, Timestamp: now(), Private1: activeWord(m.active(0)), Private2: activeWord(m.active(1))}
-}
-
-type commandReply struct {
-	Response  string `json:"response"`
-	Timestamp int64  `json:"timestamp"`
 }
 
 func isStop(cmd string) bool { return strings.TrimSpace(cmd) == "stop" }
@@ -374,5 +322,5 @@ func (c *Connector) apiCommandline(form url.Values) (int, any) {
 	default:
 		resp = helpText
 	}
-	return http.StatusOK, commandReply{Response: resp, Timestamp: now()}
+	return http.StatusOK, controlapi.CommandReply{Response: resp, Timestamp: now()}
 }
