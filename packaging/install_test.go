@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eclipse-iofog/iofog-connector/controlapi"
 	"github.com/eclipse-iofog/iofog-connector/internal/testenv"
 )
 
@@ -213,7 +213,7 @@ func tlsMode(t *testing.T, svc *service, settings string, maps []mapping) string
 	// As the Controller does: the certificate as the only root, the domain
 	// as the name, whatever address it resolves to (here loopback).
 	tlsConf := &tls.Config{RootCAs: roots, ServerName: "connector.test"}
-	https := apiEndpoint{base: "https://127.0.0.1:443", client: &http.Client{Transport: &http.Transport{TLSClientConfig: tlsConf}}}
+	https := apiEndpoint{controlapi.New("https://127.0.0.1:443", &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsConf}})}
 	var st allStatus
 	https.call(t, "/api/v2/status", url.Values{"mappingid": {"all"}}, &st)
 	if st.Status != "running" || st.Mappings != len(maps) {
@@ -588,12 +588,10 @@ type mapping struct {
 }
 
 // devAPI is the daemon's API in dev mode.
-var devAPI = apiEndpoint{base: "http://127.0.0.1:8080", client: http.DefaultClient}
+var devAPI = apiEndpoint{controlapi.New("http://127.0.0.1:8080", &http.Client{Timeout: 30 * time.Second})}
 
-type apiEndpoint struct {
-	base   string
-	client *http.Client
-}
+// apiEndpoint is a daemon's API, for calls that must succeed.
+type apiEndpoint struct{ *controlapi.Client }
 
 func api(t *testing.T, path string, form url.Values, v any) {
 	t.Helper()
@@ -604,19 +602,8 @@ func (e apiEndpoint) call(t *testing.T, path string, form url.Values, v any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "POST", e.base+path, strings.NewReader(form.Encode()))
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := e.client.Do(req)
-	if err != nil {
-		t.Fatalf("POST %s: %v", path, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("POST %s %v: %s\n%s", path, form, resp.Status, body)
-	}
-	if err := json.Unmarshal(body, v); err != nil {
-		t.Fatalf("POST %s: reply %q: %v", path, body, err)
+	if err := e.Call(ctx, path, form, v); err != nil {
+		t.Fatalf("POST %s %v: %v", path, form, err)
 	}
 }
 
