@@ -115,15 +115,6 @@ func (c Cache) OVMF() (code, vars string, err error) {
 	return code, vars, err
 }
 
-// AAVMF returns the arm64 UEFI firmware code and variable-store template.
-func (c Cache) AAVMF() (code, vars string, err error) {
-	if code, err = c.File("all/usr/share/AAVMF/AAVMF_CODE.fd"); err != nil {
-		return "", "", err
-	}
-	vars, err = c.File("all/usr/share/AAVMF/AAVMF_VARS.fd")
-	return code, vars, err
-}
-
 // Manifest returns the cache's manifest: which packages, versions and .deb
 // checksums everything came from.
 func (c Cache) Manifest() ([]byte, error) {
