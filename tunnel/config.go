@@ -210,15 +210,26 @@ func (c Config) TLSConfig() (*tls.Config, error) {
 	if c.DevMode {
 		return nil, nil
 	}
-	certs, err := parseCert(c.Cert)
+	tc, err := RootTLS(c.Cert, c.Host)
 	if err != nil {
 		return nil, fieldErr("cert", "%v", err)
 	}
-	pool := x509.NewCertPool()
-	for _, cert := range certs {
-		pool.AddCert(cert)
+	return tc, nil
+}
+
+// RootTLS is a client TLS config that trusts only cert (a PEM file or, as
+// the Controller sends it, the base64 body without BEGIN/END lines) and
+// checks the server's name against host.
+func RootTLS(cert, host string) (*tls.Config, error) {
+	certs, err := parseCert(cert)
+	if err != nil {
+		return nil, err
 	}
-	return &tls.Config{RootCAs: pool, ServerName: c.Host, MinVersion: tls.VersionTLS12}, nil
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return &tls.Config{RootCAs: pool, ServerName: host, MinVersion: tls.VersionTLS12}, nil
 }
 
 // parseCert accepts a full PEM file or the base64 body without BEGIN/END.

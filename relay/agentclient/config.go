@@ -10,16 +10,15 @@ package agentclient
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/base64"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/eclipse-iofog/iofog-connector/tunnel"
 )
 
 // Config mirrors the JSON config the Controller writes for an agent's
@@ -122,52 +121,9 @@ func (c Config) TLSConfig() (*tls.Config, error) {
 	if c.DevMode {
 		return nil, nil
 	}
-	certs, err := parseCert(c.Cert)
+	tc, err := tunnel.RootTLS(c.Cert, c.Host)
 	if err != nil {
 		return nil, fmt.Errorf("agent config: field cert: %w", err)
 	}
-	pool := x509.NewCertPool()
-	for _, cert := range certs {
-		pool.AddCert(cert)
-	}
-	return &tls.Config{RootCAs: pool, ServerName: c.Host, MinVersion: tls.VersionTLS12}, nil
-}
-
-// parseCert accepts a full PEM file or, as the Controller sends it, the
-// base64 body without the BEGIN/END lines.
-func parseCert(s string) ([]*x509.Certificate, error) {
-	var ders [][]byte
-	rest := []byte(s)
-	for {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type == "CERTIFICATE" {
-			ders = append(ders, b.Bytes)
-		}
-	}
-	if len(ders) == 0 {
-		body := strings.Map(func(r rune) rune {
-			if r == '\n' || r == '\r' || r == ' ' || r == '\t' {
-				return -1
-			}
-			return r
-		}, s)
-		der, err := base64.StdEncoding.DecodeString(body)
-		if err != nil {
-			return nil, fmt.Errorf("neither PEM nor a base64 certificate body: %w", err)
-		}
-		ders = append(ders, der)
-	}
-	var out []*x509.Certificate
-	for _, der := range ders {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("parse certificate: %w", err)
-		}
-		out = append(out, cert)
-	}
-	return out, nil
+	return tc, nil
 }
